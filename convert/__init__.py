@@ -1,0 +1,1 @@
+"""Stage 2: Keras models to ONNX with preprocessing baked in, parity-checked, optional INT8."""

@@ -1,0 +1,1 @@
+"""Stage 4: combine the models' probabilities, tune thresholds, apply and evaluate."""

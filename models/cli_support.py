@@ -1,0 +1,50 @@
+"""What every command group shares: one-line errors and stable exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+import click
+
+from models.errors import EXIT_FAILED, EXIT_USAGE, GenderscoreError
+
+
+def run_cli(command: click.Command, prog_name: str, args: list[str] | None = None) -> int:
+    """Run a click command; print a failure as one line on stderr and return its exit code."""
+    try:
+        command.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.Abort:
+        click.echo(f"{prog_name}: aborted", err=True)
+        return EXIT_FAILED
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"{prog_name}: error: {exc.format_message()}{hint}", err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"{prog_name}: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except GenderscoreError as exc:
+        click.echo(f"{prog_name}: error: {_one_line(exc)}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo(f"{prog_name}: interrupted", err=True)
+        return 130
+    return 0
+
+
+def main_for(command: click.Command, prog_name: str) -> Callable[[], None]:
+    """Build a ``main()`` for a console script or ``python -m``."""
+
+    def main() -> None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        sys.exit(run_cli(command, prog_name))
+
+    return main
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,188 @@
+"""The one image loader: training, evaluation, conversion checks and scoring all call it,
+so a file gives the same pixels at every stage.
+
+A file becomes RGB uint8 ``(height, width, 3)``: EXIF orientation applied, grayscale, RGBA,
+CMYK, palette and 16-bit images converted to RGB, then resized (bilinear, aspect not kept,
+as Keras' directory loaders do). Decoding happens once even when several sizes are wanted.
+Every failure is an :class:`ImageError` with a stable :class:`ErrorCode`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from collections.abc import Sequence
+from enum import StrEnum
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Size = int | tuple[int, int]
+
+#: Files larger than this are refused before reading (``too_large``).
+MAX_FILE_BYTES = 64 * 2**20
+#: Images with more pixels than this are refused from their header alone (``too_large``):
+#: Pillow's decompression-bomb guard, at a bound that suits face photos.
+MAX_PIXELS = 64 * 2**20
+
+
+class ErrorCode(StrEnum):
+    """Stable codes for rows that could not be scored (documented in the README)."""
+
+    BAD_PATH = "bad_path"  # empty or unparsable path cell
+    OUTSIDE_ROOT = "outside_root"  # path escapes --root
+    NOT_FOUND = "not_found"
+    NOT_A_FILE = "not_a_file"  # a folder or a device
+    PERMISSION_DENIED = "permission_denied"
+    READ_ERROR = "read_error"  # any other I/O failure
+    EMPTY = "empty"  # zero bytes
+    TOO_LARGE = "too_large"  # file bytes or pixel count over the bound
+    UNSUPPORTED = "unsupported"  # not an image format Pillow reads (HTML, random bytes)
+    DECODE_ERROR = "decode_error"  # a recognised format whose data is damaged (truncated)
+
+
+class ImageError(Exception):
+    """An image that cannot be used, with a stable code and a message."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = ErrorCode(code)
+        self.message = message
+
+
+def as_hw(size: Size) -> tuple[int, int]:
+    """``224`` -> ``(224, 224)``; ``(h, w)`` unchanged."""
+    if isinstance(size, int | np.integer):
+        return int(size), int(size)
+    h, w = size
+    return int(h), int(w)
+
+
+def read_image_bytes(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a file's bytes from a local path or a pyarrow file-system URI (``s3://``, ...)."""
+    if not isinstance(path, str) or not path.strip():
+        raise ImageError(ErrorCode.BAD_PATH, f"no usable path: {path!r}")
+    if "://" in path and not path.startswith("file://"):
+        return _read_uri(path, max_bytes)
+    local = path[len("file://") :] if path.startswith("file://") else path
+    try:
+        st = os.stat(local)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {path}")
+        _check_size(st.st_size, path, max_bytes)
+        with open(local, "rb") as fh:
+            return fh.read()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(ErrorCode.NOT_FOUND, f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {path}") from None
+    except PermissionError:
+        raise ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise ImageError(ErrorCode.READ_ERROR, f"cannot read {path}: {exc}") from None
+
+
+def _read_uri(uri: str, max_bytes: int) -> bytes:
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, inner = pafs.FileSystem.from_uri(uri)
+        info = filesystem.get_file_info(inner)
+        if info.type == pafs.FileType.NotFound:
+            raise ImageError(ErrorCode.NOT_FOUND, f"no such file: {uri}")
+        if info.type != pafs.FileType.File:
+            raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {uri}")
+        _check_size(info.size or 0, uri, max_bytes)
+        with filesystem.open_input_stream(inner) as fh:
+            return fh.read()
+    except ImageError:
+        raise
+    except PermissionError:
+        raise ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {uri}") from None
+    except (OSError, ValueError) as exc:
+        raise ImageError(ErrorCode.READ_ERROR, f"cannot read {uri}: {exc}") from None
+
+
+def _check_size(n_bytes: int, path: str, max_bytes: int) -> None:
+    if n_bytes == 0:
+        raise ImageError(ErrorCode.EMPTY, f"file is empty: {path}")
+    if n_bytes > max_bytes:
+        raise ImageError(
+            ErrorCode.TOO_LARGE, f"file is {n_bytes} bytes, over the {max_bytes}-byte bound: {path}"
+        )
+
+
+def decode_image(
+    data: bytes, sizes: Sequence[Size], *, max_pixels: int = MAX_PIXELS
+) -> list[np.ndarray]:
+    """Decode image bytes once and return one RGB uint8 array per requested ``(h, w)`` size."""
+    if not data:
+        raise ImageError(ErrorCode.EMPTY, "no bytes to decode")
+    rgb = _decode_rgb(data, max_pixels)
+    out = []
+    for size in sizes:
+        h, w = as_hw(size)
+        resized = rgb if rgb.size == (w, h) else rgb.resize((w, h), Image.Resampling.BILINEAR)
+        out.append(np.asarray(resized, dtype=np.uint8))
+    return out
+
+
+def load_image(path: str, size: Size, **limits: int) -> np.ndarray:
+    """Read and decode one file at one size: ``(h, w, 3)`` RGB uint8."""
+    max_bytes = limits.get("max_bytes", MAX_FILE_BYTES)
+    max_pixels = limits.get("max_pixels", MAX_PIXELS)
+    return decode_image(read_image_bytes(path, max_bytes=max_bytes), [size], max_pixels=max_pixels)[
+        0
+    ]
+
+
+def _decode_rgb(data: bytes, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():
+        # Our own pixel bound below replaces Pillow's warning; its palette warning is noise.
+        warnings.simplefilter("ignore")
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageError(ErrorCode.TOO_LARGE, str(exc)) from None
+        except UnidentifiedImageError:
+            raise ImageError(ErrorCode.UNSUPPORTED, "not an image format Pillow can read") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(ErrorCode.DECODE_ERROR, f"cannot parse image header: {exc}") from None
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise ImageError(ErrorCode.DECODE_ERROR, f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageError(
+                ErrorCode.TOO_LARGE,
+                f"{width}x{height} = {width * height} pixels, over the {max_pixels}-pixel bound",
+            )
+        try:
+            img.load()  # first frame only for animations
+            img = ImageOps.exif_transpose(img) or img
+            return _to_rgb(img)
+        except Image.DecompressionBombError as exc:
+            raise ImageError(ErrorCode.TOO_LARGE, str(exc)) from None
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise ImageError(ErrorCode.DECODE_ERROR, f"damaged image data: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit (or 32-bit integer) grayscale: keep the top 8 bits rather than clipping.
+        arr = np.asarray(img, dtype=np.int64)
+        arr = np.clip(arr, 0, 65535) >> 8
+        return Image.fromarray(arr.astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "F":
+        arr = np.clip(np.asarray(img, dtype=np.float32), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode in ("P", "PA"):
+        # Through RGBA so palette transparency is resolved the way Pillow documents.
+        img = img.convert("RGBA")
+    # Alpha is dropped (not composited), as Keras' load_img(color_mode="rgb") does.
+    return img.convert("RGB")

@@ -66,7 +66,7 @@ def read_image_bytes(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise ImageError(ErrorCode.BAD_PATH, f"no usable path: {path!r}")
     if "://" in path and not path.startswith("file://"):
         return _read_uri(path, max_bytes)
-    local = path[len("file://") :] if path.startswith("file://") else path
+    local = _file_uri_to_path(path) if path.startswith("file://") else path
     try:
         st = os.stat(local)
         if not stat.S_ISREG(st.st_mode):
@@ -84,6 +84,12 @@ def read_image_bytes(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {path}") from None
     except (OSError, ValueError) as exc:
         raise ImageError(ErrorCode.READ_ERROR, f"cannot read {path}: {exc}") from None
+
+
+def _file_uri_to_path(uri: str) -> str:
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(uri).path)
 
 
 def _read_uri(uri: str, max_bytes: int) -> bytes:

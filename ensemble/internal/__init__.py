@@ -1,0 +1,1 @@
+"""Private helpers of the ensemble stage (not a public API)."""

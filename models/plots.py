@@ -54,6 +54,43 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) ->
     return _save(fig, path)
 
 
+def plot_history(
+    history: Mapping[str, Sequence[float]], path: Path, phase_starts: Sequence[int] = ()
+) -> Path:
+    """Training curves: accuracy and loss per epoch, training and validation side by side;
+    dotted lines where a training phase (fine-tuning) starts."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            values = history.get(key)
+            if values is not None and len(values):
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, marker="o", ms=3, label=key)
+        for start in phase_starts:
+            ax.axvline(start + 0.5, ls=":", color="grey")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_predictions(
+    images: Sequence[np.ndarray], titles: Sequence[str], path: Path, cols: int = 4
+) -> Path:
+    """Images in a grid, each titled with its prediction."""
+    n = max(len(images), 1)
+    cols = min(cols, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, title in zip(axes.ravel(), images, titles, strict=False):
+        if img is not None:
+            ax.imshow(img)
+        ax.set_title(title, fontsize="small")
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,3 +98,94 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_det(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    points: Mapping[str, tuple[float, float]] | None = None,
+) -> Path:
+    """DET curves: FRR against FAR on normal-deviate axes, one per name -> (labels, scores);
+    ``points`` marks operating points name -> (far, frr)."""
+    from scipy.stats import norm
+
+    ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95])
+    lo = 1e-4
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (y, s) in curves.items():
+        far, frr, _ = skm.det_curve(y, s)
+        ax.plot(norm.ppf(np.clip(far, lo, 1 - lo)), norm.ppf(np.clip(frr, lo, 1 - lo)), label=name)
+    for name, (far, frr) in (points or {}).items():
+        ax.plot(
+            norm.ppf(np.clip(far, lo, 1 - lo)),
+            norm.ppf(np.clip(frr, lo, 1 - lo)),
+            "o",
+            color="black",
+            ms=5,
+        )
+        ax.annotate(
+            name,
+            (norm.ppf(np.clip(far, lo, 1 - lo)), norm.ppf(np.clip(frr, lo, 1 - lo))),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize="small",
+        )
+    labels = [f"{t:g}" for t in ticks]
+    ax.set_xticks(norm.ppf(ticks), labels)
+    ax.set_yticks(norm.ppf(ticks), labels)
+    ax.set_xlim(norm.ppf(lo), norm.ppf(0.99))
+    ax.set_ylim(norm.ppf(lo), norm.ppf(0.99))
+    ax.set_xlabel("FAR (negatives accepted)")
+    ax.set_ylabel("FRR (positives rejected)")
+    ax.set_title("DET")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_score_histograms(
+    scores: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+    threshold: float | None = None,
+) -> Path:
+    """One panel per name: the score's histogram per true class (0 then 1 in ``class_names``);
+    a dashed line at ``threshold`` on the panel named ``ensemble``."""
+    n = len(scores)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    bins = np.linspace(0, 1, 41)
+    y = np.asarray(y)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    for ax, (name, s) in zip(axes.ravel(), scores.items(), strict=False):
+        s = np.asarray(s, dtype=np.float64)
+        for k, cls in enumerate(class_names):
+            ax.hist(s[y == k], bins=bins, alpha=0.55, label=cls)
+        if threshold is not None and name == "ensemble":
+            ax.axvline(threshold, ls="--", color="black", lw=1)
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel(f"P({class_names[1]})")
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_reliability(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = 10
+) -> Path:
+    """Reliability diagram: observed positive rate against mean predicted probability per
+    quantile bin, one line per name -> (labels, probabilities)."""
+    from sklearn.calibration import calibration_curve
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for name, (y, p) in curves.items():
+        frac, mean = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
+        ax.plot(mean, frac, marker="o", ms=3, label=name)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed share of positives")
+    ax.set_title("Reliability")
+    ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)

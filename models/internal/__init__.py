@@ -1,0 +1,1 @@
+"""Private helpers of the models stage; not a public API."""

@@ -1,10 +1,418 @@
-"""`genderscore ensemble` commands."""
+"""`genderscore ensemble` commands: tune, apply, evaluate."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from models.errors import GenderscoreError, UsageError
+
+log = logging.getLogger(__name__)
+METHOD_CHOICES = ["mean", "weighted", "logit", "stacking", "auto"]
+CALIBRATION_CHOICES = ["none", "platt", "isotonic"]
+
+
+def _console() -> Console:
+    # Piped output (logs, CI) would otherwise be cut to 80 columns and truncate the tables.
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=140)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """ensemble commands."""
+    """Combine the models' scores, tune the threshold, apply and evaluate an ensemble.
+
+    tune: labeled validation scores -> ensemble.json (+ HTML report).
+    apply: ensemble.json + scores -> decided Parquet (+ Kaggle-style CSV).
+    evaluate: ensemble.json + labeled test scores -> did the target hold?
+    """
+
+
+def _objective(ctx: click.Context, param: click.Parameter, value: str):
+    from ensemble.thresholds import parse_objective
+
+    try:
+        return parse_objective(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command()
+@click.option(
+    "--scores",
+    "scores_path",
+    type=click.Path(path_type=Path),
+    help="Labeled validation scores: a Parquet file or folder written by 'scoring run'.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    help="Instead of --scores: a labeled manifest (CSV/Parquet) to score first with --models.",
+)
+@click.option(
+    "--models",
+    "model_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="ONNX models to score --manifest with (repeat the option, one per model).",
+)
+@click.option(
+    "--scores-out",
+    type=click.Path(path_type=Path),
+    help="Where --manifest's scores are written (default: <out>.scores next to --out).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHOD_CHOICES),
+    default="auto",
+    show_default=True,
+    help="How to combine the models; auto picks the best cross-validated objective.",
+)
+@click.option(
+    "--objective",
+    default="eer",
+    show_default=True,
+    callback=_objective,
+    help="far=X (lowest FRR with FAR <= X), frr=X (mirror), eer, macro-f1 or balanced-accuracy.",
+)
+@click.option(
+    "--positive",
+    default="male",
+    show_default=True,
+    help="The positive class: FAR = share of the other class accepted as it.",
+)
+@click.option(
+    "--calibration",
+    type=click.Choice(CALIBRATION_CHOICES),
+    default="none",
+    show_default=True,
+    help="Calibrate the ensemble's probability (fitted on out-of-fold scores).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("ensemble.json"),
+    show_default=True,
+    help="Where to write the ensemble file.",
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), help="Write an HTML report with figures here."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for folds, bootstrap.")
+@click.option(
+    "--cv",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="Cross-validation folds for stacking, weights and the method comparison.",
+)
+@click.option(
+    "--n-boot",
+    type=click.IntRange(min=100),
+    default=2000,
+    show_default=True,
+    help="Bootstrap replicates for the 95% confidence intervals.",
+)
+def tune(
+    scores_path: Path | None,
+    manifest: Path | None,
+    model_paths: tuple[Path, ...],
+    scores_out: Path | None,
+    method: str,
+    objective,
+    positive: str,
+    calibration: str,
+    out: Path,
+    report: Path | None,
+    seed: int,
+    cv: int,
+    n_boot: int,
+) -> None:
+    """Fit an ensemble on labeled validation scores and choose its threshold."""
+    from ensemble.scores import read_scores
+    from ensemble.tune import tune as run_tune
+
+    if (scores_path is None) == (manifest is None):
+        raise click.UsageError("give either --scores VAL.parquet or --manifest CSV --models ...")
+    if manifest is not None:
+        if not model_paths:
+            raise click.UsageError("--manifest needs the models to score it: add --models A.onnx")
+        files = _score_manifest(manifest, model_paths, scores_out or out.with_suffix(".scores"))
+        scores = read_scores(files)
+    else:
+        if model_paths:
+            raise click.UsageError("--models goes with --manifest; --scores is already scored")
+        scores = read_scores(scores_path)
+    result = run_tune(
+        scores,
+        objective=objective,
+        method=method,
+        positive=positive,
+        calibration=calibration,
+        cv=cv,
+        seed=seed,
+        n_boot=n_boot,
+    )
+    spec = result.spec
+    spec.save(out)
+    content = spec.content
+    val = content["validation"]
+    console = _console()
+    if val["rows"]["dropped_not_ok"]:
+        console.print(
+            f"dropped {val['rows']['dropped_not_ok']} of {val['rows']['total']} rows whose "
+            "status is not ok"
+        )
+    _print_selection(console, content["selection"])
+    _print_metrics(console, val["ensemble"], val["models"], result.data.ordered_classes, spec)
+    console.print(
+        f"threshold {spec.threshold:.6g} for {spec.objective} ({content['selection']['value']} "
+        f"{val['ensemble']['objective_value']:.4f}); ensemble {spec.version} -> {out}"
+    )
+    if report is not None:
+        page = _report(report, result.data, result.p_ensemble, spec, val, "ensemble tune")
+        console.print(f"report -> {page}")
+
+
+def _score_manifest(manifest: Path, models: tuple[Path, ...], out: Path) -> list[Path]:
+    try:
+        from scoring.run import score_manifest
+    except ImportError as exc:
+        raise GenderscoreError(
+            f"scoring.run.score_manifest is not available ({exc}); score with "
+            "'genderscore scoring run' and pass --scores"
+        ) from None
+    result = score_manifest(manifest, models=[str(m) for m in models], out=out)
+    files = [Path(f) for f in result.parquet_files]
+    if not files:
+        raise GenderscoreError(f"scoring {manifest} wrote no Parquet files")
+    return files
+
+
+@cli.command()
+@click.option(
+    "--ensemble",
+    "ensemble_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The ensemble.json written by 'ensemble tune'.",
+)
+@click.option(
+    "--scores",
+    "scores_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Scores (Parquet file or folder) from 'scoring run' with the ensemble's models.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Decided Parquet: the scores plus p_ensemble, label, threshold, ensemble_version.",
+)
+@click.option(
+    "--submission",
+    type=click.Path(path_type=Path),
+    help="A Kaggle-style sample submission CSV (id column, label column) to fill in.",
+)
+@click.option(
+    "--submission-out",
+    type=click.Path(path_type=Path),
+    help="Where to write the filled-in submission (needed with --submission).",
+)
+def apply(
+    ensemble_path: Path,
+    scores_path: Path,
+    out: Path,
+    submission: Path | None,
+    submission_out: Path | None,
+) -> None:
+    """Apply an ensemble to scores: probability and class for every ok row."""
+    from ensemble.apply import decide_table, write_table
+    from ensemble.apply import submission as make_submission
+    from ensemble.scores import read_scores
+    from scoring.ensemble_file import EnsembleSpec
+
+    if (submission is None) != (submission_out is None):
+        raise click.UsageError("--submission and --submission-out go together: give both")
+    spec = EnsembleSpec.load(ensemble_path)
+    scores = read_scores(scores_path)
+    table = decide_table(spec, scores)
+    sub = make_submission(submission, table, spec) if submission is not None else None
+    write_table(table, out)
+    labels = table.column("label").to_pylist()
+    counts = {c: labels.count(c) for c in spec.class_names}
+    console = _console()
+    console.print(
+        f"{len(labels)} rows, {sum(counts.values())} decided "
+        f"({', '.join(f'{c} {n}' for c, n in counts.items())}), "
+        f"{labels.count(None)} without a decision (scoring errors); ensemble {spec.version} -> {out}"
+    )
+    if sub is not None:
+        submission_out.parent.mkdir(parents=True, exist_ok=True)
+        sub.to_csv(submission_out, index=False)
+        console.print(f"submission ({len(sub)} rows, as {submission.name}) -> {submission_out}")
+
+
+@cli.command()
+@click.option(
+    "--ensemble",
+    "ensemble_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The ensemble.json written by 'ensemble tune'.",
+)
+@click.option(
+    "--scores",
+    "scores_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Labeled test scores (true_label column) the threshold never saw.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Also write the metrics as JSON.")
+@click.option(
+    "--report", type=click.Path(path_type=Path), help="Write an HTML report with figures here."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the bootstrap.")
+@click.option(
+    "--n-boot",
+    type=click.IntRange(min=100),
+    default=2000,
+    show_default=True,
+    help="Bootstrap replicates for the 95% confidence intervals.",
+)
+def evaluate(
+    ensemble_path: Path,
+    scores_path: Path,
+    out: Path | None,
+    report: Path | None,
+    seed: int,
+    n_boot: int,
+) -> None:
+    """Evaluate an ensemble on labeled test scores: does its target hold on unseen data?"""
+    from ensemble.evaluation import evaluate as run_evaluate
+    from ensemble.scores import read_scores
+    from scoring.ensemble_file import EnsembleSpec, jsonable
+
+    spec = EnsembleSpec.load(ensemble_path)
+    result = run_evaluate(spec, read_scores(scores_path), n_boot=n_boot, seed=seed)
+    summary = result.summary
+    console = _console()
+    if summary["rows"]["dropped_not_ok"]:
+        console.print(
+            f"dropped {summary['rows']['dropped_not_ok']} of {summary['rows']['total']} rows "
+            "whose status is not ok"
+        )
+    _print_metrics(
+        console, summary["ensemble"], summary["models"], result.data.ordered_classes, spec
+    )
+    console.print(_target_line(summary["target"]))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
+        console.print(f"metrics -> {out}")
+    if report is not None:
+        page = _report(report, result.data, result.p_ensemble, spec, summary, "ensemble evaluate")
+        console.print(f"report -> {page}")
+
+
+def _target_line(target: dict) -> str:
+    if not target:
+        return "the ensemble records no objective"
+    name = target["objective"]
+    if "held" in target:
+        rate = name.split("=")[0]
+        ci = target["ci"]
+        verdict = "held" if target["held"] else "MISSED"
+        sure = (
+            " (and its 95% CI is within the target)" if target["held_with_95pct_confidence"] else ""
+        )
+        return (
+            f"target {name}: {verdict}{sure}: {rate.upper()} {target[rate]:.4f} "
+            f"[{ci['low']:.4f}, {ci['high']:.4f}] here, {target['validation']:.4f} on validation"
+        )
+    val = target.get("validation")
+    val_text = f", {val:.4f} on validation" if val is not None else ""
+    return f"objective {name}: {target['value']:.4f} here{val_text}"
+
+
+def _print_selection(console: Console, sel: dict) -> None:
+    table = Table(title=f"methods by cross-validated {sel['value']} ({sel['cv_folds']} folds)")
+    table.add_column("method")
+    table.add_column(sel["value"], justify="right")
+    for r in sel["results"]:
+        mark = " <- chosen" if r["method"] == sel["chosen"] else ""
+        table.add_row(r["method"] + mark, f"{r['cv_value']:.4f}")
+    console.print(table)
+
+
+def _print_metrics(console: Console, ensemble: dict, models: dict, classes, spec) -> None:
+    from ensemble.summary import ci_rows, metric_rows
+
+    _print_rows(
+        console,
+        f"metrics (positive: {spec.positive_class})",
+        metric_rows(ensemble, models, classes, spec.threshold),
+    )
+    _print_rows(
+        console, "ensemble at its threshold, 95% bootstrap CI", ci_rows(ensemble["ci"], classes)
+    )
+
+
+def _print_rows(console: Console, title: str, rows: list[dict]) -> None:
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("model", "metric") else "right")
+    for r in rows:
+        table.add_row(*[_cell(r.get(c, "")) for c in cols])
+    console.print(table)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if np.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def _report(out_dir: Path, data, p_ensemble, spec, block: dict, what: str) -> Path:
+    from ensemble.report import write_report
+    from ensemble.summary import ci_rows, metric_rows
+
+    classes = data.ordered_classes
+    scores = {m["name"]: data.X[:, j] for j, m in enumerate(data.models)}
+    scores["ensemble"] = p_ensemble
+    facts = {
+        "ensemble version": spec.version,
+        "method": spec.method,
+        "calibration": spec.calibration,
+        "objective": spec.objective or "",
+        "threshold": f"{spec.threshold:.6g}",
+        "positive class": spec.positive_class,
+        "rows used": f"{len(data.y)} of {data.n_total} ({data.n_dropped} not ok, dropped)",
+        "label counts": ", ".join(f"{k} {v}" for k, v in data.fingerprint["label_counts"].items()),
+        "data SHA-256": data.fingerprint["sha256"],
+    }
+    if "target" in block and block["target"]:
+        facts["target"] = _target_line(block["target"])
+    return write_report(
+        out_dir,
+        title=f"{what}: {spec.method} ensemble of {', '.join(m.name for m in spec.models)}",
+        y=data.y,
+        scores=scores,
+        threshold=spec.threshold,
+        class_names=classes,
+        tables={
+            "Metrics": metric_rows(block["ensemble"], block["models"], classes, spec.threshold),
+            "Ensemble at its threshold, 95% bootstrap intervals": ci_rows(
+                block["ensemble"]["ci"], classes
+            ),
+        },
+        facts=facts,
+    )

@@ -33,9 +33,9 @@ CALIBRATIONS = ("none", "platt", "isotonic")
 EPS = 1e-7
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Keys that describe a tuning run rather than the decision rule: left out of the version hash
-# so the same data and seed give the same version.
-_UNHASHED = ("version", "created_at")
+# Keys that describe a tuning run (when, where the scores were) rather than what was tuned:
+# left out of the version hash so the same data and seed give the same version.
+_UNHASHED = ("version", "created_at", "tuned_with")
 
 
 # --- pure apply-time functions ------------------------------------------------------------
@@ -119,7 +119,7 @@ def apply_calibration(method: str, params: Mapping[str, Any], p: np.ndarray) -> 
 
 def content_version(content: Mapping[str, Any]) -> str:
     """The version of an ensemble: SHA-256 (16 hex) of its canonical JSON, without the keys
-    that describe the run (``version``, ``created_at``)."""
+    that describe the run (``version``, ``created_at``, ``tuned_with``)."""
     body = {k: v for k, v in content.items() if k not in _UNHASHED}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,257 @@
+"""Reading scoring's Parquet output (contract 2) into checked numpy arrays.
+
+A scores file has ``row``, ``id``, ``path``, ``status``, one ``p_<model>`` column per model
+(P of that model's positive class, null on error rows), optionally ``true_label``, and the key
+``genderscore`` in its Parquet metadata describing the models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.errors import DataError, UsageError
+
+META_KEY = b"genderscore"
+LABEL_COLUMN = "true_label"
+ENSEMBLE_COLUMN = "p_ensemble"
+_MODEL_KEYS = ("name", "path", "sha256", "input_size", "class_names", "positive_class")
+
+
+@dataclass(frozen=True)
+class ScoresFile:
+    """A scoring output: the table (all rows) and the models its metadata describes."""
+
+    path: str
+    table: pa.Table
+    meta: dict
+    models: list[dict]
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m["name"] for m in self.models]
+
+    def model_pairs(self) -> list[tuple[str, str]]:
+        """``(name, sha256)`` of every scored model, for ``EnsembleSpec.check_models``."""
+        return [(m["name"], m["sha256"]) for m in self.models]
+
+    def ok_mask(self) -> np.ndarray:
+        return np.asarray(self.table.column("status").to_numpy(zero_copy_only=False) == "ok")
+
+    def probs(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
+        """``p_<name>`` as float32 (NaN for nulls), optionally only the rows in ``mask``."""
+        col = self.table.column(f"p_{name}").to_numpy(zero_copy_only=False).astype(np.float32)
+        return col if mask is None else col[mask]
+
+
+def read_scores(path: str | Path | Sequence[str | Path]) -> ScoresFile:
+    """Read a scores Parquet file, a folder of them or a list of files (one scoring run), and
+    check its columns and metadata."""
+    if isinstance(path, list | tuple):
+        files = [Path(f) for f in path]
+        if not files:
+            raise DataError("no scores files given")
+        path = files[0].parent
+    elif Path(path).is_dir():
+        path = Path(path)
+        files = sorted(path.rglob("*.parquet"))
+        if not files:
+            raise DataError(f"{path} holds no .parquet files: give a scoring output")
+    elif Path(path).exists():
+        path = Path(path)
+        files = [path]
+    else:
+        raise DataError(f"scores file {path} does not exist")
+    tables, metas = [], []
+    for f in files:
+        try:
+            t = pq.read_table(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{f} is not a readable Parquet file: {exc}") from None
+        tables.append(t)
+        metas.append(_metadata(t, f))
+    models = metas[0]["models"]
+    for f, m in zip(files[1:], metas[1:], strict=True):
+        if [(x["name"], x["sha256"]) for x in m["models"]] != [
+            (x["name"], x["sha256"]) for x in models
+        ]:
+            raise DataError(f"{f} was scored with other models than {files[0]}: keep one run")
+    try:
+        table = pa.concat_tables(tables, promote_options="default")
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"the files under {path} have incompatible columns: {exc}") from None
+    if "status" not in table.column_names:
+        raise DataError(f"{path} has no 'status' column: it is not a scoring output")
+    names = [m["name"] for m in models]
+    for name in names:
+        if f"p_{name}" not in table.column_names:
+            raise DataError(f"{path}: the metadata lists model {name!r} but there is no p_{name}")
+    unknown = [
+        c
+        for c in table.column_names
+        if c.startswith("p_") and c != ENSEMBLE_COLUMN and c[2:] not in names
+    ]
+    if unknown:
+        raise DataError(
+            f"{path}: unknown model column(s) {', '.join(unknown)}: the file's metadata does not "
+            f"describe them (described: {', '.join(names)}); score again or drop the column"
+        )
+    return ScoresFile(path=str(path), table=table, meta=metas[0], models=models)
+
+
+def _metadata(table: pa.Table, path: Path) -> dict:
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise DataError(
+            f"{path} has no 'genderscore' Parquet metadata: give a file written by "
+            "'genderscore scoring run'"
+        )
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: the 'genderscore' metadata is not valid JSON: {exc}") from None
+    models = meta.get("models") if isinstance(meta, dict) else None
+    if not isinstance(models, list) or not models:
+        raise DataError(f"{path}: the 'genderscore' metadata lists no models")
+    for i, m in enumerate(models):
+        missing = [k for k in _MODEL_KEYS if not isinstance(m, dict) or k not in m]
+        if missing:
+            raise DataError(f"{path}: metadata models[{i}] lacks {', '.join(missing)}")
+    return meta
+
+
+@dataclass(frozen=True)
+class LabeledScores:
+    """The usable labeled rows of a scores file, as arrays.
+
+    ``X`` holds P(``positive``) per model (columns in ``models`` order, flipped where a
+    model's own positive class is the other one); ``raw`` the columns as scored.
+    """
+
+    X: np.ndarray
+    raw: dict[str, np.ndarray]
+    y: np.ndarray
+    ids: np.ndarray
+    models: list[dict]
+    class_names: tuple[str, str]
+    positive: str
+    n_total: int
+    n_dropped: int
+    fingerprint: dict = field(default_factory=dict)
+
+    @property
+    def negative(self) -> str:
+        return next(c for c in self.class_names if c != self.positive)
+
+    @property
+    def ordered_classes(self) -> tuple[str, str]:
+        """(negative, positive): the order binary metrics use."""
+        return (self.negative, self.positive)
+
+
+def labeled_scores(
+    scores: ScoresFile, positive: str, models: Sequence[str] | None = None
+) -> LabeledScores:
+    """Rows with status ok, their labels (1 = ``positive``) and the chosen models' scores.
+
+    One DataError per problem: no label column, unlabeled or unknown labels, NaN scores,
+    one class only.
+    """
+    names = list(models) if models is not None else scores.model_names
+    by_name = {m["name"]: m for m in scores.models}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise DataError(
+            f"{scores.path} has no scores of model(s) {', '.join(unknown)} "
+            f"(scored: {', '.join(by_name)})"
+        )
+    chosen = [by_name[n] for n in names]
+    classes = tuple(chosen[0]["class_names"])
+    for m in chosen[1:]:
+        if set(m["class_names"]) != set(classes):
+            raise DataError(
+                f"models disagree on the classes: {chosen[0]['name']} has {list(classes)}, "
+                f"{m['name']} has {m['class_names']}"
+            )
+    if len(classes) != 2:
+        raise DataError(f"the models' classes must be two, got {list(classes)}")
+    if positive not in classes:
+        raise UsageError(
+            f"--positive {positive!r} is not one of the models' classes {list(classes)}"
+        )
+    if LABEL_COLUMN not in scores.table.column_names:
+        raise DataError(
+            f"{scores.path} has no label column {LABEL_COLUMN!r}: tune and evaluate need "
+            "labeled scores (score a manifest that has a label column)"
+        )
+    ok = scores.ok_mask()
+    n_ok = int(ok.sum())
+    if n_ok == 0:
+        raise DataError(f"{scores.path} has no rows with status ok ({len(ok)} rows in all)")
+    labels = scores.table.column(LABEL_COLUMN).to_numpy(zero_copy_only=False)[ok]
+    missing = np.array([v is None or v != v for v in labels])
+    if missing.any():
+        raise DataError(
+            f"{int(missing.sum())} ok row(s) of {scores.path} have no {LABEL_COLUMN}: "
+            "label them or drop them"
+        )
+    labels = labels.astype(str)
+    strange = sorted(set(np.unique(labels)) - set(classes))
+    if strange:
+        raise DataError(
+            f"{scores.path}: labels {strange[:5]} are not the models' classes {list(classes)}"
+        )
+    y = (labels == positive).astype(np.int64)
+    if y.min() == y.max():
+        raise DataError(
+            f"{scores.path}: the labels hold one class only (all {n_ok} ok rows are "
+            f"{labels[0]!r}); tuning and evaluation need both classes"
+        )
+    raw = {m["name"]: scores.probs(m["name"], ok) for m in chosen}
+    for name, p in raw.items():
+        n_nan = int(np.isnan(p).sum())
+        if n_nan:
+            raise DataError(
+                f"{scores.path}: {n_nan} ok row(s) have a NaN score in p_{name}: re-score them "
+                "or mark them as errors"
+            )
+    X = np.column_stack([raw[m["name"]] for m in chosen]).astype(np.float64)
+    flip = [m["positive_class"] != positive for m in chosen]
+    X[:, flip] = 1.0 - X[:, flip]
+    id_col = "id" if "id" in scores.table.column_names else "row"
+    ids = np.asarray(scores.table.column(id_col).to_numpy(zero_copy_only=False)[ok]).astype(str)
+    return LabeledScores(
+        X=X,
+        raw=raw,
+        y=y,
+        ids=ids,
+        models=chosen,
+        class_names=classes,
+        positive=positive,
+        n_total=len(ok),
+        n_dropped=len(ok) - n_ok,
+        fingerprint=fingerprint(ids, labels, raw, classes),
+    )
+
+
+def fingerprint(
+    ids: np.ndarray, labels: np.ndarray, raw: dict[str, np.ndarray], classes: Sequence[str]
+) -> dict:
+    """Rows, label counts and a SHA-256 of ids, labels and scores: which data tuned this."""
+    h = hashlib.sha256()
+    h.update("\0".join(ids.tolist()).encode())
+    h.update(b"\1" + "\0".join(labels.tolist()).encode())
+    for name in sorted(raw):
+        h.update(b"\1" + name.encode() + raw[name].astype("<f4").tobytes())
+    return {
+        "rows": len(ids),
+        "label_counts": {c: int((labels == c).sum()) for c in classes},
+        "sha256": h.hexdigest(),
+    }

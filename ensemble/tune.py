@@ -1,0 +1,142 @@
+"""``ensemble tune``: fit a combiner on labeled validation scores, choose the threshold for an
+objective, and record everything needed to trust it in ensemble.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+
+from ensemble.bootstrap import bootstrap_ci
+from ensemble.fitting import FittedEnsemble, fit_ensemble, n_folds
+from ensemble.scores import LabeledScores, ScoresFile, labeled_scores
+from ensemble.thresholds import Objective, select_threshold
+from models.metrics import binary_metrics, equal_error_rate
+from scoring.ensemble_file import EnsembleSpec
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    spec: EnsembleSpec
+    data: LabeledScores
+    p_ensemble: np.ndarray
+    fitted: FittedEnsemble
+
+
+def model_summary(
+    y: np.ndarray, s: np.ndarray, objective: Objective, class_names: tuple[str, str]
+) -> dict:
+    """One score's AUC, EER, and metrics at its own threshold for ``objective``."""
+    choice = select_threshold(y, s, objective)
+    eer, eer_thr = equal_error_rate(y, s)
+    metrics = binary_metrics(y, s, choice.threshold, class_names)
+    return {
+        "roc_auc": metrics["roc_auc"],
+        "eer": eer,
+        "eer_threshold": eer_thr,
+        "threshold": choice.threshold,
+        "objective_value": choice.value,
+        "metrics": metrics,
+    }
+
+
+def tune(
+    scores: ScoresFile,
+    *,
+    objective: Objective,
+    method: str = "auto",
+    positive: str = "male",
+    calibration: str = "none",
+    cv: int = 5,
+    seed: int = 0,
+    n_boot: int = 2000,
+) -> TuneResult:
+    """Fit, choose the threshold on the ensemble's own float32 output (what apply will
+    compare), and build the validated :class:`EnsembleSpec`."""
+    data = labeled_scores(scores, positive)
+    fitted = fit_ensemble(
+        data.X,
+        data.y,
+        method=method,
+        objective=objective,
+        calibration=calibration,
+        cv=cv,
+        seed=seed,
+    )
+    content = {
+        "class_names": list(data.class_names),
+        "positive_class": positive,
+        "models": [
+            {
+                "name": m["name"],
+                "path": m["path"],
+                "sha256": m["sha256"],
+                "input_size": list(m["input_size"]),
+                "class_names": list(m["class_names"]),
+                "positive_class": m["positive_class"],
+            }
+            for m in data.models
+        ],
+        "combiner": fitted.combiner.to_json(),
+        "calibration": (
+            fitted.calibrator.to_json() if fitted.calibrator else {"method": "none", "params": {}}
+        ),
+        "threshold": 0.5,
+        "objective": str(objective),
+    }
+    # The apply-time code scores the validation rows; the threshold is chosen on exactly those
+    # float32 numbers so apply reproduces the validation decisions.
+    p = EnsembleSpec.build(content).combine(data.raw)
+    choice = select_threshold(data.y, p, objective)
+    classes = data.ordered_classes
+    ens = model_summary(data.y, p, objective, classes)
+    metrics = binary_metrics(data.y, p, choice.threshold, classes)
+    content["threshold"] = choice.threshold
+    content["validation"] = {
+        "rows": {"total": data.n_total, "used": len(data.y), "dropped_not_ok": data.n_dropped},
+        "fingerprint": data.fingerprint,
+        "ensemble": {
+            "roc_auc": ens["roc_auc"],
+            "eer": ens["eer"],
+            "objective_value": choice.value,
+            "metrics": metrics,
+            "ci": bootstrap_ci(
+                data.y, p, choice.threshold, class_names=classes, n_boot=n_boot, seed=seed
+            ),
+        },
+        "models": {
+            m["name"]: model_summary(data.y, data.X[:, j], objective, classes)
+            for j, m in enumerate(data.models)
+        },
+        "bootstrap": {
+            "method": "stratified percentile bootstrap at the fixed threshold",
+            "n_boot": n_boot,
+            "level": 0.95,
+            "seed": seed,
+        },
+    }
+    content["selection"] = {
+        "requested": method,
+        "chosen": fitted.chosen.method,
+        "objective": str(objective),
+        "value": objective.value_name,
+        "cv_folds": n_folds(data.y, cv),
+        "seed": seed,
+        "note": "each method's objective on its pooled out-of-fold scores (lower is better)"
+        if objective.lower_is_better
+        else "each method's objective on its pooled out-of-fold scores (higher is better)",
+        "results": [r.to_json() for r in fitted.results],
+    }
+    content["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    content["tuned_with"] = {"genderscore": _version(), "scores": scores.path}
+    spec = EnsembleSpec.build(content)
+    return TuneResult(spec=spec, data=data, p_ensemble=p, fitted=fitted)
+
+
+def _version() -> str:
+    try:
+        return version("genderscore")
+    except PackageNotFoundError:
+        return "unknown"

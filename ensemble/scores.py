@@ -203,7 +203,7 @@ def labeled_scores(
             "label them or drop them"
         )
     labels = labels.astype(str)
-    strange = sorted(set(np.unique(labels)) - set(classes))
+    strange = sorted(set(np.unique(labels).tolist()) - set(classes))
     if strange:
         raise DataError(
             f"{scores.path}: labels {strange[:5]} are not the models' classes {list(classes)}"

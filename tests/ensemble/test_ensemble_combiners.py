@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ens_support import synthetic_scores
 from sklearn.metrics import roc_auc_score
 
 from ensemble.calibration import IsotonicCalibrator, PlattCalibrator, make_calibrator
@@ -20,9 +21,9 @@ from models.errors import DataError, UsageError
 from scoring.ensemble_file import apply_combiner, to_logits
 
 
-def test_stacking_beats_the_mean_when_one_member_is_noise(make_scores):
-    y, X = make_scores(2000, seed=1, separation=(1.5, 0.0, 0.0))
-    y_test, X_test = make_scores(4000, seed=2, separation=(1.5, 0.0, 0.0))
+def test_stacking_beats_the_mean_when_one_member_is_noise():
+    y, X = synthetic_scores(2000, seed=1, separation=(1.5, 0.0, 0.0))
+    y_test, X_test = synthetic_scores(4000, seed=2, separation=(1.5, 0.0, 0.0))
     stack = StackingCombiner(random_state=0).fit(X, y)
     auc_stack = roc_auc_score(y_test, stack.predict_proba(X_test)[:, 1])
     auc_mean = roc_auc_score(y_test, MeanCombiner().fit(X, y).predict_proba(X_test)[:, 1])
@@ -31,19 +32,19 @@ def test_stacking_beats_the_mean_when_one_member_is_noise(make_scores):
     assert abs(stack.coef_[0]) > 5 * np.abs(stack.coef_[1:]).max()
 
 
-def test_weights_favour_the_informative_member(make_scores):
-    y, X = make_scores(2000, seed=4, separation=(1.0, 0.0))
+def test_weights_favour_the_informative_member():
+    y, X = synthetic_scores(2000, seed=4, separation=(1.0, 0.0))
     w = WeightedCombiner().fit(X, y).weights_
     assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
     assert w[0] > 0.9 and w[1] < 0.1
     # two informative members of different strength: both used, the stronger more
-    y, X = make_scores(2000, seed=4, separation=(1.5, 0.8))
+    y, X = synthetic_scores(2000, seed=4, separation=(1.5, 0.8))
     w = WeightedCombiner().fit(X, y).weights_
     assert w[0] > w[1] > 0.05
 
 
-def test_predict_proba_is_the_apply_time_function(make_scores):
-    y, X = make_scores(300, seed=5)
+def test_predict_proba_is_the_apply_time_function():
+    y, X = synthetic_scores(300, seed=5)
     for est in (MeanCombiner(), LogitMeanCombiner(), WeightedCombiner(), StackingCombiner()):
         est.fit(X, y)
         doc = est.to_json()
@@ -57,9 +58,9 @@ def test_predict_proba_is_the_apply_time_function(make_scores):
     )
 
 
-def test_calibration_makes_scores_honest(make_scores):
+def test_calibration_makes_scores_honest():
     # the member's logit z is N(+-1, 1), so the true log-odds are 2z; it reports 4z
-    y, X = make_scores(4000, seed=6, separation=(1.0,))
+    y, X = synthetic_scores(4000, seed=6, separation=(1.0,))
     over = 1 / (1 + np.exp(-4 * to_logits(X[:, 0])))
     for cal in (PlattCalibrator(), IsotonicCalibrator()):
         q = cal.fit(over, y).predict(over)
@@ -73,8 +74,8 @@ def test_calibration_makes_scores_honest(make_scores):
     assert platt.a_ == pytest.approx(0.5, abs=0.05)
 
 
-def test_fit_ensemble_auto_records_each_method_and_prefers_stacking_over_noise(make_scores):
-    y, X = make_scores(1500, seed=7, separation=(1.5, 0.0, 0.0))
+def test_fit_ensemble_auto_records_each_method_and_prefers_stacking_over_noise():
+    y, X = synthetic_scores(1500, seed=7, separation=(1.5, 0.0, 0.0))
     fitted = fit_ensemble(X, y, method="auto", objective=Objective("eer"), calibration="platt")
     assert [r.method for r in fitted.results] == ["mean", "weighted", "logit", "stacking"]
     values = {r.method: r.cv_value for r in fitted.results}
@@ -83,8 +84,8 @@ def test_fit_ensemble_auto_records_each_method_and_prefers_stacking_over_noise(m
     assert fitted.calibrator is not None and fitted.calibrator.params_["a"] > 0
 
 
-def test_out_of_fold_is_not_the_in_sample_fit(make_scores):
-    y, X = make_scores(400, seed=8)
+def test_out_of_fold_is_not_the_in_sample_fit():
+    y, X = synthetic_scores(400, seed=8)
     oof = out_of_fold("stacking", X, y, cv=5, seed=0)
     fit = StackingCombiner().fit(X, y).predict_proba(X)[:, 1]
     assert oof.shape == fit.shape and not np.allclose(oof, fit)
@@ -106,11 +107,11 @@ def test_bad_input_is_one_clear_error(X, y, match):
         WeightedCombiner().fit(X, y)
 
 
-def test_unknown_names(make_scores):
+def test_unknown_names():
     with pytest.raises(UsageError, match="unknown method 'median'"):
         make_combiner("median")
     with pytest.raises(UsageError, match="unknown calibration 'beta'"):
         make_calibrator("beta")
-    y, X = make_scores(50, seed=1)
+    y, X = synthetic_scores(50, seed=1)
     with pytest.raises(UsageError, match="unknown method 'best'"):
         fit_ensemble(X, y, method="best", objective=Objective("eer"))

@@ -1,4 +1,5 @@
-"""Synthetic scores with known distributions for the ensemble tests."""
+"""Synthetic scores with known distributions, and scoring-format Parquet files, for the
+ensemble tests (imported by name: pytest puts this folder on sys.path)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 
 def synthetic_scores(
@@ -22,12 +22,6 @@ def synthetic_scores(
     sign = 2.0 * y - 1.0
     z = np.column_stack([s * sign + rng.normal(size=n) for s in separation])
     return y, (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-
-
-@pytest.fixture
-def make_scores():
-    """:func:`synthetic_scores`, as a fixture for the test modules."""
-    return synthetic_scores
 
 
 def model_meta(name: str, positive: str = "male") -> dict:
@@ -86,9 +80,3 @@ def labeled(n: int, seed: int, separation=(2.0, 1.0, 0.0), names=("mnv2", "rn50"
     y, X = synthetic_scores(n, seed, separation=separation)
     labels = np.where(y == 1, "male", "female")
     return labels, {name: X[:, j] for j, name in enumerate(names)}
-
-
-@pytest.fixture
-def scores_writer():
-    """(write_scores, labeled, model_meta) for the CLI tests."""
-    return write_scores, labeled, model_meta

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +286,20 @@ def test_submission_ids_must_be_scored(files, capsys, tmp_path):
         tmp_path / "p.csv",
     )  # fmt: skip
     assert "2 of 3 ids of" in line and "not in the scores" in line
+
+
+def test_the_ensemble_stage_runs_without_tensorflow(files, tmp_path):
+    # a scoring node has no TensorFlow: tune, apply and evaluate must not import it
+    code = (
+        "import sys\n"
+        "from models.cli_support import run_cli\n"
+        "from ensemble.cli import cli\n"
+        f"args = ['apply', '--ensemble', {str(files['ensemble'])!r}, '--scores', "
+        f"{str(files['test'])!r}, '--out', {str(tmp_path / 'd.parquet')!r}]\n"
+        "assert run_cli(cli, 'x', args) == 0\n"
+        "import ensemble.tune, ensemble.evaluation, ensemble.report\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -151,7 +151,6 @@ COMBINERS: dict[str, type[Combiner]] = {
     "logit": LogitMeanCombiner,
     "stacking": StackingCombiner,
 }
-assert tuple(COMBINERS) == METHODS
 
 
 def make_combiner(method: str, *, cv: int = 5, random_state: int = 0) -> Combiner:

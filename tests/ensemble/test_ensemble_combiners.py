@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from ensemble.calibration import IsotonicCalibrator, PlattCalibrator, make_calibrator
 from ensemble.combiners import (
+    COMBINERS,
     LogitMeanCombiner,
     MeanCombiner,
     StackingCombiner,
@@ -18,7 +19,7 @@ from ensemble.combiners import (
 from ensemble.fitting import fit_ensemble, out_of_fold
 from ensemble.thresholds import Objective
 from models.errors import DataError, UsageError
-from scoring.ensemble_file import apply_combiner, to_logits
+from scoring.ensemble_file import METHODS, apply_combiner, to_logits
 
 
 def test_stacking_beats_the_mean_when_one_member_is_noise():
@@ -105,6 +106,10 @@ def test_out_of_fold_is_not_the_in_sample_fit():
 def test_bad_input_is_one_clear_error(X, y, match):
     with pytest.raises(DataError, match=match):
         WeightedCombiner().fit(X, y)
+
+
+def test_every_file_method_has_a_combiner():
+    assert tuple(COMBINERS) == METHODS
 
 
 def test_unknown_names():

@@ -68,6 +68,18 @@ def _objective(ctx: click.Context, param: click.Parameter, value: str):
     help="Where --manifest's scores are written (default: <out>.scores next to --out).",
 )
 @click.option(
+    "--label-column",
+    help="With --manifest: the manifest's label column (default: 'label').",
+)
+@click.option(
+    "--path-column",
+    help="With --manifest: the manifest's image path column (default: 'path').",
+)
+@click.option(
+    "--root",
+    help="With --manifest: folder or URI that relative image paths are under.",
+)
+@click.option(
     "--method",
     type=click.Choice(METHOD_CHOICES),
     default="auto",
@@ -124,6 +136,9 @@ def tune(
     manifest: Path | None,
     model_paths: tuple[Path, ...],
     scores_out: Path | None,
+    label_column: str | None,
+    path_column: str | None,
+    root: str | None,
     method: str,
     objective,
     positive: str,
@@ -140,14 +155,21 @@ def tune(
 
     if (scores_path is None) == (manifest is None):
         raise click.UsageError("give either --scores VAL.parquet or --manifest CSV --models ...")
+    manifest_options = {"label_column": label_column, "path_column": path_column, "root": root}
+    manifest_options = {k: v for k, v in manifest_options.items() if v is not None}
     if manifest is not None:
         if not model_paths:
             raise click.UsageError("--manifest needs the models to score it: add --models A.onnx")
-        files = _score_manifest(manifest, model_paths, scores_out or out.with_suffix(".scores"))
+        files = _score_manifest(
+            manifest, model_paths, scores_out or out.with_suffix(".scores"), manifest_options
+        )
         scores = read_scores(files)
     else:
-        if model_paths:
-            raise click.UsageError("--models goes with --manifest; --scores is already scored")
+        if model_paths or scores_out or manifest_options:
+            raise click.UsageError(
+                "--models, --scores-out, --label-column, --path-column and --root go with "
+                "--manifest; --scores is already scored"
+            )
         scores = read_scores(scores_path)
     result = run_tune(
         scores,
@@ -180,7 +202,9 @@ def tune(
         console.print(f"report -> {page}")
 
 
-def _score_manifest(manifest: Path, models: tuple[Path, ...], out: Path) -> list[Path]:
+def _score_manifest(
+    manifest: Path, models: tuple[Path, ...], out: Path, options: dict
+) -> list[Path]:
     try:
         from scoring.run import score_manifest
     except ImportError as exc:
@@ -188,7 +212,7 @@ def _score_manifest(manifest: Path, models: tuple[Path, ...], out: Path) -> list
             f"scoring.run.score_manifest is not available ({exc}); score with "
             "'genderscore scoring run' and pass --scores"
         ) from None
-    result = score_manifest(manifest, models=[str(m) for m in models], out=out)
+    result = score_manifest(manifest, models=[str(m) for m in models], out=out, **options)
     files = [Path(f) for f in result.parquet_files]
     if not files:
         raise GenderscoreError(f"scoring {manifest} wrote no Parquet files")

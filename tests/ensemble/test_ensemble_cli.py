@@ -211,7 +211,7 @@ def test_tune_bad_input_is_one_line(capsys, tmp_path, kind, match):
         (["--objective", "auc"], "unknown objective"),
         (["--positive", "robot"], r"--positive 'robot' is not one of the models' classes"),
         (["--method", "median"], "Invalid value for '--method'"),
-        (["--models", "a.onnx"], "--models goes with --manifest"),
+        (["--models", "a.onnx"], "--models, --scores-out, .* go with --manifest"),
     ],
 )
 def test_tune_bad_arguments_are_one_line(files, capsys, tmp_path, args, match):

@@ -61,7 +61,13 @@ def read_scores(path: str | Path | Sequence[str | Path]) -> ScoresFile:
         path = files[0].parent
     elif Path(path).is_dir():
         path = Path(path)
-        files = sorted(path.rglob("*.parquet"))
+        # hidden and '_'-prefixed entries are skipped, as pyarrow's dataset discovery does
+        # (scoring stages unfinished parts in a hidden folder)
+        files = sorted(
+            f
+            for f in path.rglob("*.parquet")
+            if not any(part.startswith((".", "_")) for part in f.relative_to(path).parts)
+        )
         if not files:
             raise DataError(f"{path} holds no .parquet files: give a scoring output")
     elif Path(path).exists():

@@ -36,13 +36,13 @@ class Objective:
     @property
     def value_name(self) -> str:
         """What :attr:`ThresholdChoice.value` measures for this objective."""
-        return {
-            "far": f"FRR at FAR <= {self.target:g}",
-            "frr": f"FAR at FRR <= {self.target:g}",
-            "eer": "EER",
-            "macro-f1": "macro F1",
-            "balanced-accuracy": "balanced accuracy",
-        }[self.name]
+        if self.name == "far":
+            return f"FRR at FAR <= {self.target:g}"
+        if self.name == "frr":
+            return f"FAR at FRR <= {self.target:g}"
+        return {"eer": "EER", "macro-f1": "macro F1", "balanced-accuracy": "balanced accuracy"}[
+            self.name
+        ]
 
     def loss(self, value: float) -> float:
         """A number to minimise when comparing methods by this objective."""

@@ -303,3 +303,18 @@ def test_the_ensemble_stage_runs_without_tensorflow(files, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(
+    "objective", ["far=0.01", "frr=0.05", "eer", "macro-f1", "balanced-accuracy"]
+)
+def test_every_objective_tunes_and_evaluates(files, capsys, tmp_path, objective):
+    out = tmp_path / "e.json"
+    args = ["tune", "--scores", files["val"], "--method", "logit", "--objective", objective]
+    code, stdout, err = run(capsys, *args, "--n-boot", "100", "--out", out)
+    assert code == 0, err
+    assert f"for {objective}" in stdout
+    assert EnsembleSpec.load(out).objective == objective
+    code, stdout, err = run(capsys, "evaluate", "--ensemble", out, "--scores", files["test"])
+    assert code == 0, err
+    assert objective in stdout and "on validation" in stdout

@@ -125,9 +125,17 @@ def test_bad_objectives(text, match):
         parse_objective(text)
 
 
-def test_objective_round_trips_as_text():
-    for text in ("far=0.01", "frr=0.05", "eer", "macro-f1", "balanced-accuracy"):
-        assert str(parse_objective(text)) == text
+def test_objective_round_trips_as_text_and_names_its_value():
+    names = {
+        "far=0.01": "FRR at FAR <= 0.01",
+        "frr=0.05": "FAR at FRR <= 0.05",
+        "eer": "EER",
+        "macro-f1": "macro F1",
+        "balanced-accuracy": "balanced accuracy",
+    }
+    for text, value_name in names.items():
+        objective = parse_objective(text)
+        assert str(objective) == text and objective.value_name == value_name
 
 
 def test_one_class_and_nan_scores_are_clear_errors():

@@ -1,0 +1,1 @@
+"""Private helpers of the scoring stage (Ray session and resource planning, hashing)."""

@@ -1,0 +1,77 @@
+"""Starting or joining Ray, and sharing the CPUs between the scorer actors and Ray Data's tasks."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from models.errors import GenderscoreError, UsageError
+
+log = logging.getLogger("scoring")
+
+#: Logical CPUs each read, decode and write task asks for.
+TASK_CPUS = 0.25
+#: Ray Data's file-listing task asks for a whole CPU and cannot be told otherwise: the actors'
+#: logical CPUs leave this much free, or the pipeline never starts (measured on 2 cores).
+FREE_CPUS = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many scorer actors, their ORT threads, and the logical CPUs each asks Ray for."""
+
+    workers: int
+    threads: int
+    actor_cpus: float
+    cluster_cpus: float
+
+
+def plan_workers(cluster_cpus: float, num_workers: int | None, threads: int) -> WorkerPlan:
+    """Default: one single-thread actor per CPU (measured fastest for several models on 2
+    cores). The actors' real threads use every core; their logical CPUs stay below the
+    cluster's so that Ray Data's tasks can always be scheduled beside them."""
+    if threads < 1:
+        raise UsageError(f"--worker-threads must be at least 1, got {threads}")
+    workers = num_workers if num_workers is not None else max(1, int(cluster_cpus // threads))
+    if workers < 1:
+        raise UsageError(f"--num-workers must be at least 1, got {workers}")
+    budget = max(0.0, cluster_cpus - FREE_CPUS)
+    actor_cpus = math.floor(min(float(threads), budget / workers) * 1e4) / 1e4
+    return WorkerPlan(workers, threads, actor_cpus, cluster_cpus)
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[str]:
+    """Use the Ray already initialised in this process, or start a local one (``address``
+    None: this machine's CPUs, no dashboard) or join a cluster (``auto``, ``ray://...``),
+    shutting down at the end what was started here. Yields a description for the summary."""
+    import ray
+
+    if ray.is_initialized():
+        yield "existing"
+        return
+    kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise GenderscoreError(f"cannot start or join {where}: {exc}") from None
+    try:
+        yield address or "local"
+    finally:
+        ray.shutdown()
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    if cpus <= 0:
+        raise GenderscoreError("the Ray cluster reports no CPUs: start workers with CPUs")
+    return cpus

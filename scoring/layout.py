@@ -1,0 +1,259 @@
+"""Where a run's files live, and the steps that make its output appear all at once.
+
+For ``--out OUT`` (``OUT`` may be ``ROOT/run_date=YYYY-MM-DD`` in the nightly layout)::
+
+    OUT/                          the committed output (appears by one rename)
+        part-*.parquet            every manifest row exactly once
+        _summary.json
+        _SUCCESS
+    .OUT.staging/                 beside OUT; hidden ('.'-prefixed names are skipped by
+        state.json                pyarrow/Spark dataset discovery, so readers never see it)
+        todo/part-*.parquet       the staged manifest rows still to score
+        parts/part-*.parquet      scored rows written so far (becomes OUT on commit)
+    .OUT.lock                     one run per output at a time
+
+A run that dies leaves ``.OUT.staging``. The next run of the same job (same manifest bytes,
+options that change rows, model files and ensemble: :attr:`RunState.job_key`) keeps the parts
+already written and scores only the rows missing from them; a different job starts over.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.errors import GenderscoreError, UsageError
+
+SUCCESS = "_SUCCESS"
+SUMMARY = "_summary.json"
+STATE_VERSION = 1
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus 8 random hex digits."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunState:
+    """What a staging folder belongs to; written before any part."""
+
+    job_key: str
+    run_id: str
+    created_at: str
+    attempts: int = 0
+    version: int = STATE_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartsCheck:
+    """The outcome of :func:`verify_parts`."""
+
+    files: list[str]
+    rows: int
+    duplicates_removed: int
+
+
+class RunLayout:
+    """The folders of one output (see the module docstring)."""
+
+    def __init__(self, out: str | os.PathLike[str]):
+        text = os.fspath(out)
+        if "://" in text:
+            raise UsageError(
+                f"--out {text}: write to a local or shared (mounted) folder; committing by "
+                "rename needs a file system, not object storage"
+            )
+        self.final = Path(text).expanduser().absolute()
+        if self.final.name in ("", ".", ".."):
+            raise UsageError(f"--out {text}: name a folder, e.g. --out scores/")
+        self.staging = self.final.parent / f".{self.final.name}.staging"
+        self.todo = self.staging / "todo"
+        self.parts = self.staging / "parts"
+        self.state_file = self.staging / "state.json"
+        self.lock_file = self.final.parent / f".{self.final.name}.lock"
+
+    # the committed output
+
+    @property
+    def committed(self) -> bool:
+        return (self.final / SUCCESS).is_file()
+
+    def committed_summary(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.final / SUMMARY).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise GenderscoreError(
+                f"{self.final} is marked committed but its {SUMMARY} is unreadable: {exc}"
+            ) from None
+
+    def committed_files(self) -> list[str]:
+        return sorted(str(p) for p in self.final.glob("part-*.parquet"))
+
+    def check_out_free(self) -> None:
+        """UsageError when OUT holds something that is not a genderscore output."""
+        if self.final.exists() and not self.final.is_dir():
+            raise UsageError(f"--out {self.final} is a file: name a folder")
+        if self.final.is_dir() and not self.committed and any(self.final.iterdir()):
+            raise UsageError(
+                f"--out {self.final} already holds files that are not a committed scoring "
+                "output: choose a new or empty folder"
+            )
+
+    # the staging folder
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``.OUT.lock`` for the run (fails at once if another run holds it)."""
+        import fcntl
+
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.lock_file, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise UsageError(
+                        f"another run is writing {self.final} (it holds {self.lock_file}): "
+                        "wait for it to finish"
+                    ) from None
+                raise
+            yield
+        finally:
+            fh.close()
+
+    def load_state(self) -> RunState | None:
+        try:
+            data = json.loads(self.state_file.read_text(encoding="utf-8"))
+            if data.get("version") != STATE_VERSION:
+                return None
+            return RunState(**data)
+        except (OSError, json.JSONDecodeError, TypeError):
+            return None
+
+    def save_state(self, state: RunState) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+        os.replace(tmp, self.state_file)
+
+    def reset(self) -> None:
+        """Forget any staged work (another job, or a start from scratch)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.parts.mkdir(parents=True)
+
+    def clear_todo(self) -> None:
+        shutil.rmtree(self.todo, ignore_errors=True)
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
+
+    def done_rows(self) -> np.ndarray:
+        """Sorted unique rows already in readable parts. A part a crash left half-written
+        (no footer) is deleted, so its rows are scored again."""
+        rows = []
+        for f in self.part_files():
+            try:
+                rows.append(pq.read_table(f, columns=["row"]).column("row").to_numpy())
+            except (pa.ArrowInvalid, OSError):
+                f.unlink(missing_ok=True)
+        if not rows:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate(rows).astype(np.int64))
+
+    def commit(self, summary: dict[str, Any], *, replace: bool = False) -> None:
+        """Write ``_summary.json`` and ``_SUCCESS`` into the parts, then rename them to OUT."""
+        text = json.dumps(summary, indent=2, default=str) + "\n"
+        _write_synced(self.parts / SUMMARY, text)
+        _write_synced(self.parts / SUCCESS, "")
+        old = None
+        if self.final.exists():
+            if self.committed and not replace:
+                raise GenderscoreError(f"{self.final} was committed by another run meanwhile")
+            if self.committed or not any(self.final.iterdir()):
+                old = self.final.parent / f".{self.final.name}.replaced-{uuid.uuid4().hex[:8]}"
+                os.rename(self.final, old)
+        os.rename(self.parts, self.final)
+        _fsync_dir(self.final.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def verify_parts(parts: list[Path], n_rows: int) -> PartsCheck:
+    """Check that rows ``0..n_rows-1`` appear exactly once across ``parts``; rows written
+    twice (a retried write) are removed from the later file. Reads only the ``row`` column."""
+    seen = np.zeros(n_rows, dtype=bool)
+    removed = 0
+    kept: list[str] = []
+    for f in parts:
+        rows = pq.read_table(f, columns=["row"]).column("row").to_numpy()
+        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+            raise GenderscoreError(
+                f"{f} holds row numbers outside the manifest's 0..{n_rows - 1}: the staging "
+                "folder belongs to another manifest; delete it and rerun"
+            )
+        dup = seen[rows]
+        # duplicates inside one file too
+        _, first = np.unique(rows, return_index=True)
+        within = np.ones(rows.size, dtype=bool)
+        within[first] = False
+        drop = dup | within
+        if drop.any():
+            removed += int(drop.sum())
+            if drop.all():
+                f.unlink()
+                continue
+            table = pq.read_table(f)
+            tmp = f.with_suffix(".dedup")
+            pq.write_table(table.filter(pa.array(~drop)), tmp)
+            os.replace(tmp, f)
+        seen[rows] = True
+        kept.append(str(f))
+    missing = int((~seen).sum())
+    if missing:
+        first_missing = int(np.flatnonzero(~seen)[0])
+        raise GenderscoreError(
+            f"{missing} of {n_rows} manifest rows have no output (first: row {first_missing}); "
+            "rerun the same command to score them"
+        )
+    return PartsCheck(files=kept, rows=n_rows, duplicates_removed=removed)
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

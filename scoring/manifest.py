@@ -1,0 +1,370 @@
+"""Read a manifest of image paths as a stream, check it as a whole, and stage it for Ray.
+
+A manifest is CSV (every column read as text; UTF-8 with or without a BOM, quoted fields,
+CRLF, blank lines skipped; ``.gz``/``.bz2``/``.zst`` are decompressed) or Parquet (``.parquet``,
+``.pq``), local or behind a pyarrow file-system URI. ``row`` is the 0-based number of a data
+record in the manifest (header and blank lines not counted). Paths resolve against the
+manifest's own folder; ``file://`` URIs become local paths; other URIs (``s3://``, ``gs://``)
+stay as they are. Nothing here opens an image: a bad path becomes an error row later, a bad
+manifest a :class:`DataError` before any scoring.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.errors import DataError, UsageError
+from scoring.internal.hashing import sha256_stream
+
+#: Columns every scoring output has (contract 2); a kept manifest column may not reuse them.
+RESERVED_COLUMNS = frozenset(
+    {
+        "row",
+        "id",
+        "path",
+        "status",
+        "error_code",
+        "error",
+        "true_label",
+        "p_ensemble",
+        "label",
+        "threshold",
+        "ensemble_version",
+    }
+)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+#: The label column used when the manifest has one and --label-column is not given.
+DEFAULT_LABEL_COLUMN = "label"
+READ_BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class ManifestColumns:
+    """Which manifest columns play which part (``label=None``: ``label`` if there is one)."""
+
+    path: str = "path"
+    id: str | None = None
+    label: str | None = None
+    keep: tuple[str, ...] = ()
+
+    def needed(self) -> list[str]:
+        cols = [self.path, self.id, self.label, *self.keep]
+        return list(dict.fromkeys(c for c in cols if c is not None))
+
+
+@dataclass(frozen=True)
+class StagedManifest:
+    """What :func:`stage_manifest` wrote: rows still to score, as Parquet parts."""
+
+    rows: int  # data records in the manifest
+    todo: int  # rows written to the parts (rows minus those skipped)
+    columns: ManifestColumns  # with the label column resolved
+    schema: pa.Schema  # of the staged parts
+    files: list[str]
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def manifest_location(manifest: str | os.PathLike[str]) -> str:
+    """The manifest as an absolute local path or a URI (for messages and the job key)."""
+    text = os.fspath(manifest)
+    if is_uri(text) and not text.startswith("file://"):
+        return text
+    local = _file_uri_to_path(text) if text.startswith("file://") else text
+    return str(Path(local).expanduser().absolute())
+
+
+def manifest_base(location: str) -> str:
+    """The folder relative paths in the manifest are resolved against."""
+    if is_uri(location):
+        return location.rsplit("/", 1)[0]
+    return os.path.dirname(location)
+
+
+def manifest_fingerprint(manifest: str | os.PathLike[str]) -> str:
+    """SHA-256 of the manifest file's bytes, read as a stream."""
+    filesystem, inner, location = _filesystem(manifest)
+    try:
+        with filesystem.open_input_stream(inner, compression=None) as fh:
+            return sha256_stream(fh)
+    except FileNotFoundError:
+        raise UsageError(f"manifest {location} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read manifest {location}: {exc}") from None
+
+
+def resolve_path(raw: str | None, base: str) -> str:
+    """A manifest path cell made absolute: relative to ``base``, ``file://`` made local, other
+    URIs kept. An empty cell stays empty (it becomes a ``bad_path`` error row)."""
+    if raw is None or not raw.strip():
+        return ""
+    if raw.startswith("file://"):
+        return os.path.normpath(_file_uri_to_path(raw))
+    if is_uri(raw):
+        return raw
+    if os.path.isabs(raw):
+        return os.path.normpath(raw)
+    if is_uri(base):
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, raw))}"
+    return os.path.normpath(os.path.join(base, raw))
+
+
+def read_header(manifest: str | os.PathLike[str]) -> list[str]:
+    """The manifest's column names (DataError if it is empty or not readable as a table)."""
+    with _open_batches(manifest, columns=None) as (names, _):
+        return names
+
+
+def check_columns(names: Sequence[str], columns: ManifestColumns, source: str) -> ManifestColumns:
+    """The columns to use, validated against the manifest's header (label resolved)."""
+    dupes = sorted({n for n in names if list(names).count(n) > 1})
+    if dupes:
+        raise DataError(f"manifest {source} has duplicate column names {dupes}: rename them")
+    shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
+
+    def need(col: str, option: str) -> None:
+        if col not in names:
+            raise DataError(
+                f"manifest {source} has no column {col!r} (its columns: {shown}); "
+                f"name the right one with {option}"
+            )
+
+    need(columns.path, "--path-column")
+    if columns.id is not None:
+        need(columns.id, "--id-column")
+    label = columns.label
+    if label is not None:
+        need(label, "--label-column")
+    elif DEFAULT_LABEL_COLUMN in names and DEFAULT_LABEL_COLUMN != columns.path:
+        label = DEFAULT_LABEL_COLUMN
+    for col in columns.keep:
+        need(col, "--keep-columns")
+        if col in RESERVED_COLUMNS or col.startswith("p_"):
+            raise UsageError(
+                f"--keep-columns {col!r} would clash with the output column of that name "
+                f"(reserved: {', '.join(sorted(RESERVED_COLUMNS))}, p_*): rename it in the manifest"
+            )
+    if len(set(columns.keep)) != len(columns.keep):
+        raise UsageError(f"--keep-columns lists a column twice: {list(columns.keep)}")
+    return replace(columns, label=label)
+
+
+def stage_manifest(
+    manifest: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    columns: ManifestColumns,
+    *,
+    skip: np.ndarray | None = None,
+    rows_per_part: int = 50_000,
+    rows_per_group: int = 1_024,
+) -> StagedManifest:
+    """Stream the manifest into Parquet parts under ``dest``: ``row``, ``id``, ``path``
+    (resolved), ``true_label`` and the kept columns, leaving out the rows in ``skip`` (sorted
+    row numbers already scored). Memory stays bounded by one read batch."""
+    location = manifest_location(manifest)
+    base = manifest_base(location)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    skip = np.asarray(skip if skip is not None else [], dtype=np.int64)
+    files: list[str] = []
+    writer: pq.ParquetWriter | None = None
+    in_part = 0
+    rows = todo = 0
+    schema: pa.Schema | None = None
+    with _open_batches(manifest, columns=None) as (names, _):
+        columns = check_columns(names, columns, location)
+    try:
+        with _open_batches(manifest, columns=columns.needed()) as (_, batches):
+            for batch in batches:
+                table = _normalise(batch, columns, base, rows)
+                rows += batch.num_rows
+                table = _drop_done(table, skip)
+                if schema is None:
+                    schema = table.schema
+                table = table.cast(schema)
+                todo += table.num_rows
+                start = 0
+                while start < table.num_rows:
+                    if writer is None:
+                        files.append(str(dest / f"part-{len(files):05d}.parquet"))
+                        writer = pq.ParquetWriter(files[-1], schema)
+                        in_part = 0
+                    take = min(rows_per_part - in_part, table.num_rows - start)
+                    writer.write_table(table.slice(start, take), row_group_size=rows_per_group)
+                    in_part += take
+                    start += take
+                    if in_part >= rows_per_part:
+                        writer.close()
+                        writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+    if rows == 0:
+        raise DataError(
+            f"manifest {location} has no rows: it needs a header with a {columns.path!r} column "
+            "and one line per image"
+        )
+    assert schema is not None
+    return StagedManifest(rows=rows, todo=todo, columns=columns, schema=schema, files=files)
+
+
+def _normalise(batch: pa.RecordBatch, columns: ManifestColumns, base: str, first: int) -> pa.Table:
+    n = batch.num_rows
+    raw = _as_strings(batch.column(columns.path), columns.path)
+    raw_list = raw.to_pylist()
+    arrays: dict[str, Any] = {
+        "row": pa.array(np.arange(first, first + n, dtype=np.int64)),
+        # The id defaults to the path as the manifest spells it: stable when the manifest moves.
+        "id": _as_strings(batch.column(columns.id), columns.id) if columns.id else raw,
+        "path": pa.array([resolve_path(p, base) for p in raw_list], pa.string()),
+    }
+    if columns.label is not None:
+        arrays["true_label"] = _as_strings(batch.column(columns.label), columns.label)
+    for col in columns.keep:
+        arrays[col] = batch.column(col)
+    return pa.table(arrays)
+
+
+def _as_strings(array: pa.Array, name: str) -> pa.Array:
+    if pa.types.is_string(array.type):
+        return array
+    if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
+        return array.cast(pa.string())
+    try:
+        return array.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(
+            f"manifest column {name!r} has type {array.type}, which cannot be read as text"
+        ) from None
+
+
+def _drop_done(table: pa.Table, skip: np.ndarray) -> pa.Table:
+    if skip.size == 0:
+        return table
+    rows = table.column("row").to_numpy()
+    lo, hi = np.searchsorted(skip, [rows[0], rows[-1] + 1])
+    if lo == hi:
+        return table
+    keep = ~np.isin(rows, skip[lo:hi], assume_unique=True)
+    return table.filter(pa.array(keep))
+
+
+class _open_batches:
+    """Context manager: ``(column names, iterator of record batches)`` of a manifest."""
+
+    def __init__(self, manifest: str | os.PathLike[str], columns: list[str] | None):
+        self.manifest = manifest
+        self.columns = columns
+        self._stream: Any = None
+
+    def __enter__(self) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+        filesystem, inner, location = _filesystem(self.manifest)
+        self.location = location
+        parquet = location.lower().endswith(PARQUET_SUFFIXES)
+        try:
+            if parquet:
+                self._stream = filesystem.open_input_file(inner)
+                return self._parquet(location)
+            self._stream = filesystem.open_input_stream(inner, compression="detect")
+            return self._csv(location)
+        except FileNotFoundError:
+            raise UsageError(f"manifest {location} does not exist") from None
+        except IsADirectoryError:
+            raise UsageError(
+                f"manifest {location} is a folder, not a CSV or Parquet file"
+            ) from None
+        except PermissionError:
+            raise UsageError(f"manifest {location}: permission denied") from None
+        except OSError as exc:
+            if "directory" in str(exc):
+                raise UsageError(
+                    f"manifest {location} is a folder, not a CSV or Parquet file"
+                ) from None
+            raise UsageError(f"cannot read manifest {location}: {exc}") from None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+    def _csv(self, location: str) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+        from pyarrow import csv
+
+        try:
+            if self.columns is None:
+                reader = csv.open_csv(self._stream)
+                return list(reader.schema.names), iter(())
+            types = {c: pa.string() for c in self.columns}
+            convert = csv.ConvertOptions(
+                column_types=types, include_columns=self.columns, strings_can_be_null=False
+            )
+            reader = csv.open_csv(self._stream, convert_options=convert)
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(exc, location, 0) from None
+        return list(reader.schema.names), _checked_csv(reader, location)
+
+    def _parquet(self, location: str) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+        try:
+            pf = pq.ParquetFile(self._stream)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"manifest {location} is not a readable Parquet file: {exc}") from None
+        names = list(pf.schema_arrow.names)
+        if self.columns is None:
+            return names, iter(())
+        return names, pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=self.columns)
+
+
+def _checked_csv(reader: Any, location: str) -> Iterator[pa.RecordBatch]:
+    done = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(exc, location, done) from None
+        done += batch.num_rows
+        yield batch
+
+
+def _csv_error(exc: Exception, location: str, done: int) -> DataError:
+    text = " ".join(str(exc).split())
+    if "Empty CSV file" in text:
+        return DataError(
+            f"manifest {location} is empty: it needs a header line with a path column and "
+            "one line per image"
+        )
+    where = f" after data row {done}" if done else ""
+    return DataError(
+        f"manifest {location} cannot be read as UTF-8 CSV{where}: {text}; fix that line "
+        "(quote fields holding commas) and rerun"
+    )
+
+
+def _filesystem(manifest: str | os.PathLike[str]) -> tuple[Any, str, str]:
+    from pyarrow import fs as pafs
+
+    location = manifest_location(manifest)
+    if is_uri(location):
+        try:
+            filesystem, inner = pafs.FileSystem.from_uri(location)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise UsageError(f"cannot open manifest {location}: {exc}") from None
+        return filesystem, inner, location
+    return pafs.LocalFileSystem(), location, location
+
+
+def _file_uri_to_path(uri: str) -> str:
+    return unquote(urlparse(uri).path)

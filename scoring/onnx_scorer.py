@@ -1,0 +1,157 @@
+"""ONNX Runtime scoring: sessions sized to the CPUs a worker holds, and the Ray actor that
+turns decoded images into ``p_<model>`` (and the ensemble's columns)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from scoring.decode import STATUS_OK, image_column
+from scoring.modelset import INPUT_NAME, PROB_OUTPUT, ModelRef
+
+META_KEY = b"genderscore"
+ENSEMBLE_COLUMNS = ("p_ensemble", "label", "threshold", "ensemble_version")
+
+
+def make_session(model: str | bytes, threads: int = 1) -> Any:
+    """An ORT CPU session with ``threads`` intra-op threads and spinning off: several sessions
+    (or workers) share the cores, and spinning threads would steal them from each other."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def predict_probs(session: Any, images: np.ndarray) -> np.ndarray:
+    """``prob`` (float32, one per image) for a uint8 NHWC batch."""
+    if len(images) == 0:
+        return np.zeros(0, dtype=np.float32)
+    (prob,) = session.run([PROB_OUTPUT], {INPUT_NAME: images})
+    return np.asarray(prob, dtype=np.float32).reshape(len(images))
+
+
+def output_schema(
+    staged: pa.Schema,
+    models: Sequence[ModelRef],
+    *,
+    ensemble: bool,
+    metadata: Mapping[str, Any] | None = None,
+) -> pa.Schema:
+    """Contract 2: the output columns in order, with the run's metadata under ``genderscore``."""
+    fields = [
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("id", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error_code", pa.string()),
+        pa.field("error", pa.string()),
+    ]
+    fields += [pa.field(m.column, pa.float32()) for m in models]
+    if ensemble:
+        fields += [
+            pa.field("p_ensemble", pa.float32()),
+            pa.field("label", pa.string()),
+            pa.field("threshold", pa.float64()),
+            pa.field("ensemble_version", pa.string()),
+        ]
+    known = {f.name for f in fields}
+    fields += [staged.field(n) for n in staged.names if n not in known]
+    meta = {META_KEY: json.dumps(dict(metadata)).encode()} if metadata is not None else None
+    return pa.schema(fields, metadata=meta)
+
+
+def tensor_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A Ray tensor column as one ndarray (zero-copy when it is a single chunk)."""
+    chunks = [c.to_numpy() for c in column.chunks if len(c)]
+    if len(chunks) == 1:
+        return chunks[0]
+    return np.concatenate(chunks) if chunks else np.zeros((0,), dtype=np.uint8)
+
+
+class OnnxScorer:
+    """Ray Data actor: one ORT session per model, created once, then ``__call__`` per batch.
+
+    ``models`` are ``(ModelRef, onnx bytes)`` pairs: the driver ships the bytes it hashed, so
+    every worker scores with exactly the files the run's metadata names. ``ensemble`` is the
+    content of ``ensemble.json`` (plain JSON data).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[tuple[ModelRef, bytes]],
+        threads: int,
+        schema: pa.Schema,
+        ensemble: Mapping[str, Any] | None = None,
+    ):
+        self.models_ = [ref for ref, _ in models]
+        self.sessions_ = [make_session(data, threads) for _, data in models]
+        self.schema_ = schema.remove_metadata()
+        self.ensemble_ = None
+        if ensemble is not None:
+            from scoring.ensemble_file import EnsembleSpec
+
+            self.ensemble_ = EnsembleSpec(ensemble)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return score_table(batch, self.models_, self.sessions_, self.schema_, self.ensemble_)
+
+
+def score_table(
+    batch: pa.Table,
+    models: Sequence[ModelRef],
+    sessions: Sequence[Any],
+    schema: pa.Schema,
+    ensemble: Any = None,
+) -> pa.Table:
+    """Score the ok rows of a decoded batch; error rows get nulls. Returns ``schema``'s columns."""
+    n = batch.num_rows
+    ok = np.asarray(batch.column("status").to_numpy(zero_copy_only=False) == STATUS_OK)
+    idx = np.flatnonzero(ok)
+    cols: dict[str, pa.Array] = {}
+    probs: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = {}
+    for ref, session in zip(models, sessions, strict=True):
+        name = image_column(ref.input_size)
+        if name not in cache:
+            images = tensor_to_numpy(batch.column(name))
+            cache[name] = images if len(idx) == n else images[idx]
+        p = predict_probs(session, cache[name])
+        probs[ref.name] = p
+        cols[ref.column] = _scatter(p, idx, n, pa.float32())
+    if ensemble is not None:
+        p_ens = ensemble.combine(probs) if len(idx) else np.zeros(0, np.float32)
+        labels = ensemble.decide(p_ens) if len(idx) else np.zeros(0, object)
+        cols["p_ensemble"] = _scatter(p_ens.astype(np.float32), idx, n, pa.float32())
+        full = np.full(n, None, dtype=object)
+        full[idx] = labels
+        cols["label"] = pa.array(full.tolist(), pa.string())
+        cols["threshold"] = pa.array(np.full(n, ensemble.threshold), pa.float64())
+        cols["ensemble_version"] = pa.array([ensemble.version] * n, pa.string())
+    arrays = []
+    for field in schema:
+        if field.name in cols:
+            arrays.append(cols[field.name])
+        else:
+            arrays.append(batch.column(field.name).cast(field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _scatter(values: np.ndarray, idx: np.ndarray, n: int, type_: pa.DataType) -> pa.Array:
+    if len(idx) == n:
+        return pa.array(values, type_)
+    full = np.zeros(n, dtype=values.dtype)
+    full[idx] = values
+    mask = np.ones(n, dtype=bool)
+    mask[idx] = False
+    return pa.array(full, type_, mask=mask)

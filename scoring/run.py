@@ -1,0 +1,296 @@
+"""``score_manifest``: a manifest of image paths -> Parquet with one row per manifest row.
+
+Three phases (see :mod:`scoring.layout` for the folders):
+
+1. prepare, on the driver, streaming: check options, models and the manifest as a whole
+   (any problem is one UsageError/DataError before any scoring), fingerprint the manifest,
+   and stage the rows still to score as Parquet parts;
+2. score, on Ray Data: read the staged parts -> decode in tasks -> ONNX Runtime in an actor
+   pool -> write Parquet parts;
+3. commit: check every manifest row is in the parts exactly once, write ``_summary.json``
+   and ``_SUCCESS``, rename the parts folder to OUT.
+
+A run that dies between 1 and 3 is resumed by running the same command again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from models.errors import DataError, GenderscoreError, UsageError
+from scoring.decode import decode_batch, normalise_root
+from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_workers, ray_session
+from scoring.internal.hashing import sha256_json
+from scoring.layout import RunLayout, RunState, new_run_id, utc_now, verify_parts
+from scoring.manifest import (
+    check_columns,
+    manifest_base,
+    manifest_fingerprint,
+    manifest_location,
+    read_header,
+    stage_manifest,
+)
+from scoring.modelset import ModelRef, load_models, read_model_bytes
+from scoring.onnx_scorer import OnnxScorer, output_schema
+from scoring.options import ScoringOptions, check_options
+from scoring.summary import collect_stats
+
+log = logging.getLogger("scoring")
+BATCHES_PER_BLOCK = 2
+
+
+@dataclass(frozen=True)
+class ScoringResult:
+    """What a scoring run produced (contract 4)."""
+
+    out: Path
+    parquet_files: list[str]
+    summary: dict[str, Any]
+    #: True when OUT already held this job's committed output and nothing was scored.
+    skipped: bool = False
+
+
+def score_manifest(
+    manifest: str | os.PathLike[str],
+    *,
+    models: Sequence[str | os.PathLike[str]] | None = None,
+    ensemble: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str],
+    **options: Any,
+) -> ScoringResult:
+    """Score every row of ``manifest`` with ``models`` (or the models of ``ensemble``) into
+    Parquet parts under ``out``.
+
+    ``options`` are the fields of :class:`scoring.options.ScoringOptions`: ``path_column``,
+    ``id_column``, ``label_column``, ``keep_columns``, ``root``, ``batch_size``,
+    ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``.
+    Running it again on a committed ``out`` for the same job does nothing; after a crash it
+    resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
+    """
+    started = time.perf_counter()
+    known = {f.name for f in fields(ScoringOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"unknown scoring option(s) {unknown}; known: {sorted(known)}")
+    opts = check_options(
+        models=models, ensemble=ensemble, out=out, options=ScoringOptions(**options)
+    )
+    layout = RunLayout(out)
+    spec, refs = _resolve_models(models, ensemble)
+    location = manifest_location(manifest)
+    columns = check_columns(read_header(manifest), opts.columns, location)
+    fingerprint = manifest_fingerprint(manifest)
+    root = normalise_root(opts.root)
+    job = {
+        "manifest_sha256": fingerprint,
+        # relative paths resolve against the manifest's folder: a moved manifest is another job
+        "manifest_base": manifest_base(location),
+        "columns": [columns.path, columns.id, columns.label, list(columns.keep)],
+        "root": root,
+        "models": [(r.name, r.sha256) for r in refs],
+        "ensemble_version": spec.version if spec is not None else None,
+    }
+    job_key = sha256_json(job)
+    layout.check_out_free()
+    with layout.locked():
+        if layout.committed:
+            summary = layout.committed_summary()
+            if summary.get("job_key") == job_key and not opts.force:
+                log.info("%s already holds this run's committed output: nothing to do", out)
+                return ScoringResult(layout.final, layout.committed_files(), summary, True)
+            if not opts.force:
+                raise UsageError(
+                    f"--out {layout.final} holds a committed run of another manifest, models "
+                    "or options: pass --force to replace it, or choose another --out"
+                )
+        state = layout.load_state()
+        if state is None or state.job_key != job_key:
+            if state is not None:
+                log.warning("discarding %s: it belongs to another job", layout.staging)
+            layout.reset()
+            state = RunState(job_key=job_key, run_id=new_run_id(), created_at=utc_now())
+        state.attempts += 1
+        layout.save_state(state)
+        done = layout.done_rows()
+        if done.size:
+            log.info("resuming run %s: %d rows already scored", state.run_id, done.size)
+        layout.clear_todo()
+        try:
+            staged = stage_manifest(
+                manifest, layout.todo, columns, skip=done, rows_per_part=opts.rows_per_part
+            )
+        except (DataError, UsageError):
+            if not layout.part_files():
+                shutil.rmtree(layout.staging, ignore_errors=True)
+            raise
+        meta = {
+            "run_id": state.run_id,
+            "created_at": state.created_at,
+            "models": [r.to_dict() for r in refs],
+            "ensemble_version": spec.version if spec is not None else None,
+        }
+        schema = output_schema(staged.schema, refs, ensemble=spec is not None, metadata=meta)
+        plan: WorkerPlan | None = None
+        where = None
+        pipeline_s = 0.0
+        if staged.todo:
+            with ray_session(opts.ray_address) as where:
+                plan = plan_workers(cluster_cpus(), opts.num_workers, opts.worker_threads)
+                t0 = time.perf_counter()
+                _run_pipeline(layout, refs, spec, schema, plan, opts, root)
+                pipeline_s = time.perf_counter() - t0
+        check = verify_parts(layout.part_files(), staged.rows)
+        stats = collect_stats(check.files)
+        wall = time.perf_counter() - started
+        summary = {
+            "run_id": state.run_id,
+            "created_at": state.created_at,
+            "committed_at": utc_now(),
+            "output": str(layout.final),
+            "manifest": location,
+            "manifest_sha256": fingerprint,
+            "job_key": job_key,
+            "rows": staged.rows,
+            **stats,
+            "rows_scored": staged.todo,
+            "rows_resumed": staged.rows - staged.todo,
+            "duplicates_removed": check.duplicates_removed,
+            "attempts": state.attempts,
+            "wall_time_s": round(wall, 3),
+            "pipeline_time_s": round(pipeline_s, 3),
+            "images_per_s": round(staged.todo / wall, 2) if wall > 0 else None,
+            "models": [r.to_dict() for r in refs],
+            "ensemble_version": spec.version if spec is not None else None,
+            "ensemble": str(Path(ensemble).absolute()) if ensemble is not None else None,
+            "threshold": spec.threshold if spec is not None else None,
+            "columns": {
+                "path": columns.path,
+                "id": columns.id,
+                "label": columns.label,
+                "keep": list(columns.keep),
+                "root": root,
+            },
+            "ray": {
+                "address": where,
+                "workers": plan.workers if plan else None,
+                "worker_threads": plan.threads if plan else None,
+                "actor_cpus": plan.actor_cpus if plan else None,
+                "cluster_cpus": plan.cluster_cpus if plan else None,
+                "batch_size": opts.batch_size,
+            },
+            "parquet_files": [Path(f).name for f in check.files],
+            "versions": _versions(),
+        }
+        layout.commit(summary, replace=opts.force)
+    return ScoringResult(layout.final, layout.committed_files(), summary)
+
+
+def _resolve_models(
+    models: Sequence[str | os.PathLike[str]] | None, ensemble: str | os.PathLike[str] | None
+) -> tuple[Any, list[ModelRef]]:
+    if ensemble is None:
+        return None, load_models(list(models or []))
+    from scoring.ensemble_file import EnsembleSpec
+
+    spec = EnsembleSpec.load(ensemble)
+    base = Path(ensemble).expanduser().absolute().parent
+    # A member's path is as the ensemble file records it; relative ones sit beside the file.
+    paths = [Path(m.path) if Path(m.path).is_absolute() else base / m.path for m in spec.models]
+    refs = load_models(paths)
+    spec.check_models([(r.name, r.sha256) for r in refs])
+    return spec, refs
+
+
+def _run_pipeline(
+    layout: RunLayout,
+    refs: list[ModelRef],
+    spec: Any,
+    schema: Any,
+    plan: WorkerPlan,
+    opts: ScoringOptions,
+    root: str | None,
+) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data.datasource import FilenameProvider
+
+    class PartNames(FilenameProvider):
+        """``part-<write uuid>-<task>``: unique per attempt, so a resumed run adds files."""
+
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"part-{write_uuid}-{task_index:06d}"
+
+    sizes = sorted({r.input_size for r in refs})
+    ctx = DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.target_max_block_size
+    ctx.enable_progress_bars = opts.progress
+    ctx.print_on_execution_start = opts.progress
+    # Decoded images are large (150 KB a row at 224 px): blocks of a few batches keep the
+    # actors evenly fed and memory small, where Ray's default (128 MiB) would hand one actor
+    # ~850 images at a time.
+    row_bytes = sum(h * w * 3 for h, w in sizes) + 512
+    ctx.target_max_block_size = max(1 << 20, BATCHES_PER_BLOCK * opts.batch_size * row_bytes)
+    payload = [(r, read_model_bytes(r)) for r in refs]
+    try:
+        ds = ray.data.read_parquet(str(layout.todo), num_cpus=TASK_CPUS)
+        ds = ds.map_batches(
+            decode_batch,
+            fn_kwargs={"sizes": sizes, "root": root},
+            batch_format="pyarrow",
+            batch_size=opts.batch_size,
+            num_cpus=TASK_CPUS,
+        )
+        ds = ds.map_batches(
+            OnnxScorer,
+            fn_constructor_kwargs={
+                "models": payload,
+                "threads": plan.threads,
+                "schema": schema,
+                "ensemble": spec.content if spec is not None else None,
+            },
+            batch_format="pyarrow",
+            batch_size=opts.batch_size,
+            compute=ActorPoolStrategy(size=plan.workers),
+            num_cpus=plan.actor_cpus,
+        )
+        ds.write_parquet(
+            str(layout.parts),
+            schema=schema,
+            filename_provider=PartNames(),
+            # Scored rows are small; files of this many rows are also the unit a crash loses.
+            min_rows_per_file=opts.rows_per_file,
+            ray_remote_args={"num_cpus": TASK_CPUS},
+        )
+    except GenderscoreError:
+        raise
+    except Exception as exc:
+        raise GenderscoreError(
+            f"scoring failed: {type(exc).__name__}: {_first_line(exc)}; the parts written so far "
+            "are kept: rerun the same command to resume"
+        ) from exc
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.target_max_block_size = saved
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("genderscore", "onnxruntime", "ray", "pyarrow", "numpy", "pillow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out

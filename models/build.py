@@ -61,6 +61,7 @@ def build_model(
     head_units: tuple[int, ...] | None = None,
     dropout: float | None = None,
     freeze_base: bool | None = None,
+    bn_momentum: float | None = None,
 ) -> Any:
     """A ``keras.Model``: input ``image`` (h, w, 3) preprocessed floats -> base -> global
     average pooling -> head -> ``Dense(1, sigmoid)`` named ``prob``.
@@ -69,6 +70,8 @@ def build_model(
     path of a weights file for the base. ``freeze_base`` defaults to True with pretrained
     weights (the head trains first) and False from scratch. A pretrained base runs its
     BatchNormalization layers in inference mode, as Keras' transfer-learning guide advises.
+    ``bn_momentum`` replaces the base's BatchNormalization momentum (Keras: 0.99); lower
+    values let the moving statistics catch up quickly when training from scratch.
     """
     import keras
 
@@ -90,6 +93,12 @@ def build_model(
                 f"{' '.join(str(exc).split())[:300]}"
             ) from None
         raise
+    if bn_momentum is not None:
+        if not 0.0 <= float(bn_momentum) < 1.0:
+            raise UsageError(f"--bn-momentum must be in [0, 1), got {bn_momentum}")
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     base.trainable = not (pretrained if freeze_base is None else freeze_base)
     inputs = keras.Input((h, w, 3), name=INPUT_NAME)
     x = base(inputs, training=False) if pretrained else base(inputs)
@@ -143,11 +152,12 @@ def logit_model(model: Any) -> Any:
             f"expected a final Dense(1) layer, found {type(last).__name__} {last.name!r}"
         )
     kernel, bias = last.get_weights()
-    features = keras.Model(model.inputs, last.input)
+    # ``model.input`` (not ``.inputs``): a single-input model then takes a plain tensor.
+    features = keras.Model(model.input, last.input)
     logit = keras.layers.Dense(1, activation=None, name="logit")
     out = logit(features.output)
     logit.set_weights([kernel, bias])
-    return keras.Model(model.inputs, out)
+    return keras.Model(model.input, out)
 
 
 def load_model(path: str | os.PathLike[str], *, compile: bool = False) -> Any:

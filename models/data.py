@@ -326,11 +326,13 @@ def decode_samples(
     bad_images: str = "fail",
     workers: int | None = None,
     what: str = "data",
+    require_some: bool = True,
 ) -> DecodedImages:
     """Decode every sample through :func:`models.imageio.load_image` on a thread pool.
 
     ``bad_images="fail"`` raises :class:`DataError` naming the unreadable files;
-    ``"skip"`` leaves them out, lists them in ``.bad`` and logs a warning.
+    ``"skip"`` leaves them out, lists them in ``.bad`` and logs a warning. With
+    ``require_some`` a result without any readable image is a :class:`DataError`.
     """
     if bad_images not in BAD_IMAGE_POLICIES:
         raise UsageError(
@@ -363,7 +365,7 @@ def decode_samples(
             what,
             "; ".join(f"{b.path} ({b.code})" for b in bad[:10]),
         )
-    if not keep:
+    if not keep and require_some:
         raise DataError(f"no readable images in {what} ({len(bad)} unreadable)")
     pixels = np.stack([results[i] for i in keep]) if keep else np.zeros((0, h, w, 3), np.uint8)
     labels = [samples[i].label for i in keep]

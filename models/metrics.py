@@ -70,6 +70,8 @@ def binary_metrics(
         "weighted_f1": float(np.average(f1, weights=support)) if support.sum() else 0.0,
         "macro_precision": float(np.mean(prec)),
         "macro_recall": float(np.mean(rec)),
+        "weighted_precision": float(np.average(prec, weights=support)) if support.sum() else 0.0,
+        "weighted_recall": float(np.average(rec, weights=support)) if support.sum() else 0.0,
         "roc_auc": float(skm.roc_auc_score(y, s)) if both else float("nan"),
         "far": float(cm[0, 1] / n_neg) if n_neg else float("nan"),
         "frr": float(cm[1, 0] / n_pos) if n_pos else float("nan"),

@@ -1,0 +1,484 @@
+"""Train a classifier: data -> tf.data -> transfer learning (or from scratch) -> RUN_DIR.
+
+RUN_DIR holds ``model.keras`` (the best epoch by validation score), ``history.csv``,
+``curves.png`` and ``run.json`` (everything needed to reproduce the run, and what later
+stages read: backbone, classes, positive class, preprocessing, image size, SHA-256).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.data import (
+    BAD_IMAGE_POLICIES,
+    Augmentation,
+    DecodedImages,
+    decode_samples,
+    discover_data,
+    make_dataset,
+)
+from models.errors import DataError, UsageError
+from models.internal.validation import (
+    check_choice,
+    check_fraction,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+    parse_image_size,
+    parse_units,
+)
+from models.preprocessing import PREPROCESSING
+from models.registry import BACKBONE_NAMES, HEADS, get_backbone
+from models.runinfo import MODEL_FILENAME, RunInfo, sha256_file, write_run_info
+
+log = logging.getLogger(__name__)
+
+CLASS_WEIGHTS = ("none", "balanced")
+MONITORS = ("val_auc", "val_loss", "val_accuracy")
+#: Learning rates when --lr is not given: the head on a frozen base, and from scratch.
+DEFAULT_LR_PRETRAINED = 1e-3
+DEFAULT_LR_SCRATCH = 1e-3
+#: Fine-tuning runs at this fraction of the head's learning rate unless --fine-tune-lr.
+FINE_TUNE_LR_FACTOR = 0.1
+#: BatchNormalization momentum from scratch: Keras' 0.99 leaves the moving statistics at
+#: their initial values for hundreds of steps, so validation scores lag far behind training.
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of ``genderscore models train`` (the CLI builds one of these)."""
+
+    data: str
+    out: str
+    backbone: str = "mobilenetv2"
+    image_size: int | str | tuple[int, int] | None = None
+    weights: str = "imagenet"
+    epochs: int = 10
+    fine_tune_epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    fine_tune_lr: float | None = None
+    fine_tune_layers: int | None = None
+    loss: str = "bce"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    class_weight: str = "none"
+    oversample: bool = False
+    augment: bool = True
+    val_split: float = 0.2
+    positive: str | None = None
+    preprocessing: str | None = None
+    head: str | None = None
+    head_units: str | tuple[int, ...] | None = None
+    dropout: float | None = None
+    bn_momentum: float | None = None
+    patience: int = 4
+    monitor: str = "val_auc"
+    bad_images: str = "fail"
+    seed: int = 0
+    workers: int | None = None
+    overwrite: bool = False
+    verbose: int = 2
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: paths, the recorded run info and the best validation score."""
+
+    run_dir: Path
+    model_path: Path
+    run_info: RunInfo
+    history: dict[str, list[float]]
+    best_score: float | None
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def check_train_config(cfg: TrainConfig) -> TrainConfig:
+    """Validate every option at once; returns the config with sizes/units parsed."""
+    check_choice(cfg.backbone, "--backbone", BACKBONE_NAMES)
+    check_positive_int(cfg.epochs, "--epochs")
+    if cfg.fine_tune_epochs is not None:
+        check_non_negative_int(cfg.fine_tune_epochs, "--fine-tune-epochs")
+    if cfg.fine_tune_layers is not None:
+        check_non_negative_int(cfg.fine_tune_layers, "--fine-tune-layers")
+    check_positive_int(cfg.batch_size, "--batch-size")
+    check_positive_int(cfg.patience, "--patience")
+    if cfg.lr is not None:
+        check_positive_float(cfg.lr, "--lr")
+    if cfg.fine_tune_lr is not None:
+        check_positive_float(cfg.fine_tune_lr, "--fine-tune-lr")
+    check_choice(cfg.loss, "--loss", ("bce", "focal"))
+    check_fraction(cfg.focal_alpha, "--focal-alpha")
+    if cfg.focal_gamma < 0:
+        raise UsageError(f"--focal-gamma must be >= 0, got {cfg.focal_gamma}")
+    check_choice(cfg.class_weight, "--class-weight", CLASS_WEIGHTS)
+    check_fraction(cfg.val_split, "--val-split")
+    check_choice(cfg.monitor, "--monitor", MONITORS)
+    check_choice(cfg.bad_images, "--bad-images", BAD_IMAGE_POLICIES)
+    if cfg.preprocessing is not None:
+        check_choice(cfg.preprocessing, "--preprocess", PREPROCESSING)
+    if cfg.head is not None:
+        check_choice(cfg.head, "--head", tuple(HEADS))
+    if cfg.dropout is not None:
+        check_fraction(cfg.dropout, "--dropout", open_low=False)
+    if cfg.bn_momentum is not None:
+        check_fraction(cfg.bn_momentum, "--bn-momentum", open_low=False)
+    if cfg.workers is not None:
+        check_positive_int(cfg.workers, "--workers")
+    return replace(
+        cfg, image_size=parse_image_size(cfg.image_size), head_units=parse_units(cfg.head_units)
+    )
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run one training job and write RUN_DIR (see the module docstring)."""
+    cfg = check_train_config(config)
+    from models.build import resolve_weights
+
+    weights = resolve_weights(cfg.weights)  # checks a weights path before any work
+    run_dir = _prepare_run_dir(Path(cfg.out), cfg.overwrite)
+    bb = get_backbone(cfg.backbone)
+    size = cfg.image_size or (bb.default_size, bb.default_size)
+    preprocessing = cfg.preprocessing or bb.preprocessing
+    pretrained = weights is not None
+
+    data = discover_data(cfg.data, val_split=cfg.val_split, positive=cfg.positive, seed=cfg.seed)
+    t0 = time.perf_counter()
+    train_imgs = decode_samples(
+        data.train,
+        size,
+        data.positive_class,
+        bad_images=cfg.bad_images,
+        workers=cfg.workers,
+        what="training data",
+    )
+    val_imgs = decode_samples(
+        data.val,
+        size,
+        data.positive_class,
+        bad_images=cfg.bad_images,
+        workers=cfg.workers,
+        what="validation data",
+    )
+    _check_both_classes(train_imgs, data.class_names, data.positive_class)
+    log.info(
+        "decoded %d training and %d validation images at %dx%d in %.1fs (%s)",
+        len(train_imgs),
+        len(val_imgs),
+        size[0],
+        size[1],
+        time.perf_counter() - t0,
+        data.layout,
+    )
+
+    import keras
+
+    from models.build import build_model, unfreeze_top
+    from models.losses import make_loss
+
+    keras.utils.set_random_seed(cfg.seed)
+    augmentation = Augmentation() if cfg.augment else None
+    ds_train = make_dataset(
+        train_imgs,
+        batch_size=cfg.batch_size,
+        preprocessing=preprocessing,
+        augmentation=augmentation,
+        shuffle=True,
+        oversample=cfg.oversample,
+        seed=cfg.seed,
+    )
+    ds_val = make_dataset(val_imgs, batch_size=cfg.batch_size, preprocessing=preprocessing)
+    class_weight = _class_weight(train_imgs.targets) if cfg.class_weight == "balanced" else None
+
+    model = build_model(
+        bb,
+        size,
+        weights=weights,
+        head=cfg.head,
+        head_units=cfg.head_units,
+        dropout=cfg.dropout,
+        bn_momentum=cfg.bn_momentum
+        if cfg.bn_momentum is not None
+        else (None if pretrained else SCRATCH_BN_MOMENTUM),
+    )
+    loss = make_loss(cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
+    lr = cfg.lr or (DEFAULT_LR_PRETRAINED if pretrained else DEFAULT_LR_SCRATCH)
+    model_path = run_dir / MODEL_FILENAME
+    mode = "min" if cfg.monitor == "val_loss" else "max"
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(model_path), monitor=cfg.monitor, mode=mode, save_best_only=True, verbose=0
+    )
+    phases: list[dict[str, Any]] = []
+    history: dict[str, list[float]] = {}
+
+    def fit(epochs: int, rate: float, name: str, warmup: bool) -> None:
+        model.compile(
+            optimizer=keras.optimizers.Adam(rate),
+            loss=loss,
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+            # XLA compilation of a whole backbone costs more than it saves on CPU.
+            jit_compile=False,
+        )
+        # Creating the optimizer's slots inside the first traced step makes TensorFlow
+        # trace the step twice: build them up front.
+        model.optimizer.build(model.trainable_variables)
+        start = len(history.get("loss", []))
+        callbacks = [
+            checkpoint,
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.monitor, mode=mode, patience=cfg.patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=cfg.monitor,
+                mode=mode,
+                factor=0.5 if not pretrained else 0.2,
+                patience=max(1, cfg.patience // 2),
+                min_lr=rate / 100,
+            ),
+        ]
+        if warmup:
+            callbacks.append(_LinearWarmup(rate))
+        result = model.fit(
+            ds_train,
+            validation_data=ds_val,
+            epochs=start + epochs,
+            initial_epoch=start,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            verbose=cfg.verbose,
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        history.setdefault("phase", []).extend([len(phases)] * len(result.history["loss"]))
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        phases.append(
+            {
+                "name": name,
+                "epochs_run": len(result.history["loss"]),
+                "learning_rate": rate,
+                "trainable_params": trainable,
+                "first_epoch": start + 1,
+            }
+        )
+
+    t0 = time.perf_counter()
+    if pretrained:
+        fit(cfg.epochs, lr, "head (frozen base)", warmup=False)
+        n_layers = bb.fine_tune_layers if cfg.fine_tune_layers is None else cfg.fine_tune_layers
+        ft_epochs = cfg.epochs if cfg.fine_tune_epochs is None else cfg.fine_tune_epochs
+        if n_layers > 0 and ft_epochs > 0:
+            unfrozen = unfreeze_top(model, n_layers)
+            log.info("fine-tuning the top %d layers (%d with weights)", n_layers, unfrozen)
+            ft_lr = cfg.fine_tune_lr or lr * FINE_TUNE_LR_FACTOR
+            fit(ft_epochs, ft_lr, f"fine-tune top {n_layers} layers", warmup=False)
+    else:
+        fit(cfg.epochs, lr, "from scratch", warmup=True)
+    train_seconds = time.perf_counter() - t0
+
+    from models.build import load_model
+
+    best = load_model(model_path)
+    val_scores = best.predict(
+        make_dataset(val_imgs, batch_size=cfg.batch_size, preprocessing=preprocessing), verbose=0
+    ).reshape(-1)
+    from models.metrics import binary_metrics
+
+    val_metrics = binary_metrics(
+        val_imgs.targets,
+        val_scores,
+        0.5,
+        class_names=_target_names(data.class_names, data.positive_class),
+    )
+    monitored = history.get(cfg.monitor, [])
+    best_score = (
+        float(np.nanmin(monitored) if mode == "min" else np.nanmax(monitored))
+        if monitored
+        else None
+    )
+    _write_history(run_dir / "history.csv", history)
+    from models.plots import plot_history
+
+    plot_history(
+        history, run_dir / "curves.png", phase_starts=[p["first_epoch"] - 1 for p in phases[1:]]
+    )
+    record = {
+        "model_file": MODEL_FILENAME,
+        "model_sha256": sha256_file(model_path),
+        "backbone": bb.name,
+        "class_names": list(data.class_names),
+        "positive_class": data.positive_class,
+        "output": f"P({data.positive_class}): sigmoid of the last Dense(1)",
+        "preprocessing": preprocessing,
+        "preprocessing_spec": _spec_dict(preprocessing),
+        "image_size": list(size),
+        "input": "float32 (batch, height, width, 3) RGB 0..255 after preprocessing",
+        "weights": cfg.weights if weights in (None, "imagenet") else str(weights),
+        "head": _head_dict(model),
+        "seed": cfg.seed,
+        "args": {k: _jsonable(v) for k, v in asdict(cfg).items()},
+        "data": {
+            **data.describe(),
+            "train_images": len(train_imgs),
+            "val_images": len(val_imgs),
+            "skipped_images": [
+                {"path": b.path, "code": b.code, "message": b.message}
+                for b in train_imgs.bad + val_imgs.bad
+            ],
+        },
+        "phases": phases,
+        "monitor": cfg.monitor,
+        "best_score": best_score,
+        "epochs_run": len(history.get("loss", [])),
+        "train_seconds": round(train_seconds, 2),
+        "val_metrics": val_metrics,
+        "versions": _versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_run_info(run_dir, record)
+    from models.runinfo import read_run_info
+
+    info = read_run_info(model_path)
+    assert info is not None
+    log.info(
+        "best %s %.4f; model written to %s",
+        cfg.monitor,
+        best_score if best_score is not None else float("nan"),
+        model_path,
+    )
+    return TrainResult(run_dir, model_path, info, history, best_score, val_metrics)
+
+
+def _target_names(class_names: tuple[str, str], positive: str) -> tuple[str, str]:
+    """Names in target order: (negative, positive)."""
+    negative = next(c for c in class_names if c != positive)
+    return negative, positive
+
+
+def _check_both_classes(images: DecodedImages, class_names: tuple[str, str], positive: str) -> None:
+    counts = np.bincount(images.targets, minlength=2)
+    names = _target_names(class_names, positive)
+    if counts.min() == 0:
+        missing = names[int(np.argmin(counts))]
+        raise DataError(f"no readable training images of class {missing!r} left")
+
+
+def _class_weight(targets: np.ndarray) -> dict[int, float]:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=targets)
+    return {0: float(weights[0]), 1: float(weights[1])}
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> Path:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file: give a folder for the run")
+    if (run_dir / MODEL_FILENAME).exists() and not overwrite:
+        raise UsageError(
+            f"--out {run_dir} already holds a trained model: choose another folder"
+            " or pass --overwrite"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _write_history(path: Path, history: dict[str, list[float]]) -> None:
+    keys = ["epoch", *sorted(k for k in history if k != "phase"), "phase"]
+    n = len(history.get("loss", []))
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(keys)
+        for i in range(n):
+            writer.writerow([i + 1, *(history[k][i] for k in keys[1:])])
+
+
+def _head_dict(model: Any) -> list[dict[str, Any]]:
+    import keras
+
+    out = []
+    for layer in model.layers[1:]:
+        if isinstance(layer, keras.Model):
+            out.append({"layer": "base", "name": layer.name})
+        elif isinstance(layer, keras.layers.Dense):
+            out.append(
+                {"layer": "Dense", "units": layer.units, "activation": layer.activation.__name__}
+            )
+        elif isinstance(layer, keras.layers.Dropout):
+            out.append({"layer": "Dropout", "rate": layer.rate})
+        else:
+            out.append({"layer": type(layer).__name__})
+    return out
+
+
+def _spec_dict(name: str) -> dict[str, Any]:
+    from models.preprocessing import get_preprocessing
+
+    return get_preprocessing(name).as_dict()
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    try:
+        from importlib.metadata import version
+
+        own = version("genderscore")
+    except Exception:
+        own = "unknown"
+    return {
+        "genderscore": own,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return str(value)
+    return value
+
+
+class _LinearWarmup:
+    """Raise the learning rate linearly over the first epoch: random initial weights give
+    large early gradients, and a short warm-up keeps Adam from overshooting."""
+
+    def __new__(cls, target_lr: float) -> Any:
+        import keras
+
+        class Warmup(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.steps: int | None = None
+                self.done = False
+
+            def on_train_begin(self, logs: Any = None) -> None:
+                self.steps = self.params.get("steps") or None
+
+            def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+                if self.done:
+                    return
+                steps = self.steps or 1
+                frac = min(1.0, (batch + 1) / steps)
+                self.model.optimizer.learning_rate.assign(target_lr * max(frac, 0.1))
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                if not self.done:
+                    self.model.optimizer.learning_rate.assign(target_lr)
+                    self.done = True
+
+        return Warmup()

@@ -1,0 +1,190 @@
+"""What a converted model says about itself, stored in the ONNX file's ``metadata_props``.
+
+The scorer needs nothing but the ``.onnx`` file: :func:`read_metadata` returns a typed
+:class:`ModelMetadata` using only the ``onnx`` package (base install, no TensorFlow).
+
+Every key is ``genderscore.<field>``; lists and mappings are stored as JSON strings so any ONNX
+viewer shows them readably. Keys this version does not know are kept in
+:attr:`ModelMetadata.extra` (newer writers, diagnostics such as the parity figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.errors import DataError
+from models.preprocessing import PREPROCESSING
+
+#: Bumped when a key changes meaning or a required key is added.
+SCHEMA_VERSION = 1
+PREFIX = "genderscore."
+#: A model name becomes the scoring column ``p_<name>``: keep it a plain identifier.
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+_REQUIRED = (
+    "schema_version",
+    "name",
+    "backbone",
+    "input_size",
+    "class_names",
+    "positive_class",
+    "preprocessing",
+    "source_sha256",
+    "versions",
+    "created_at",
+    "quantization",
+)
+_JSON_FIELDS = frozenset({"input_size", "class_names", "versions", "quantization"})
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The contract between ``convert`` and the scorer (see the README's ``convert`` section)."""
+
+    schema_version: int
+    name: str
+    backbone: str
+    input_size: tuple[int, int]
+    class_names: tuple[str, str]
+    positive_class: str
+    preprocessing: str
+    source_sha256: str
+    versions: dict[str, str]
+    created_at: str
+    quantization: dict[str, Any] | None = None
+    #: Other ``genderscore.*`` keys (JSON-decoded where they parse), e.g. ``parity``, ``head``.
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def column(self) -> str:
+        """The scoring output column for this model."""
+        return f"p_{self.name}"
+
+    @property
+    def positive_index(self) -> int:
+        return self.class_names.index(self.positive_class)
+
+    @property
+    def negative_class(self) -> str:
+        return self.class_names[1 - self.positive_index]
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` entries (key -> string value) for this metadata."""
+        data = asdict(self)
+        extra = data.pop("extra")
+        props = {PREFIX + k: _encode(k, v) for k, v in data.items()}
+        for k, v in extra.items():
+            props[PREFIX + k] = json.dumps(v, sort_keys=True)
+        return props
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
+        """Parse ``metadata_props``; a :class:`DataError` names what is missing or wrong."""
+        ours = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
+        if not ours:
+            raise DataError(
+                f"{source} has no genderscore metadata: convert the Keras model with"
+                " 'genderscore convert' first"
+            )
+        missing = [k for k in _REQUIRED if k not in ours]
+        if missing:
+            raise DataError(f"{source}: metadata lacks {', '.join(PREFIX + k for k in missing)}")
+        values: dict[str, Any] = {}
+        for key in _REQUIRED:
+            raw = ours[key]
+            try:
+                values[key] = json.loads(raw) if key in _JSON_FIELDS else raw
+            except json.JSONDecodeError:
+                raise DataError(f"{source}: metadata {PREFIX}{key} is not JSON: {raw!r}") from None
+        try:
+            values["schema_version"] = int(values["schema_version"])
+        except ValueError:
+            raise DataError(
+                f"{source}: schema_version must be an integer, got {values['schema_version']!r}"
+            ) from None
+        if values["schema_version"] > SCHEMA_VERSION:
+            raise DataError(
+                f"{source} uses metadata schema {values['schema_version']}; this genderscore"
+                f" reads up to {SCHEMA_VERSION}: upgrade genderscore"
+            )
+        values["input_size"] = _pair(values["input_size"], "input_size", source)
+        values["class_names"] = _pair(values["class_names"], "class_names", source)
+        extra = {k: _decode_extra(v) for k, v in ours.items() if k not in _REQUIRED}
+        try:
+            return cls(**values, extra=extra)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
+
+
+def read_metadata(path: str | os.PathLike[str] | Any) -> ModelMetadata:
+    """The metadata of a converted model (a path to an ``.onnx`` file, or an ``onnx.ModelProto``)."""
+    import onnx
+
+    if isinstance(path, onnx.ModelProto):
+        return ModelMetadata.from_props({p.key: p.value for p in path.metadata_props})
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such model file: {path}")
+    try:
+        # Weights stay unread when they are external; the props sit in the main file.
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, ... for non-ONNX files
+        raise DataError(f"{path} is not an ONNX model: {type(exc).__name__}: {exc}") from None
+    return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props}, str(path))
+
+
+def set_metadata(model: Any, metadata: ModelMetadata) -> None:
+    """Replace the ``genderscore.*`` entries of an ``onnx.ModelProto``'s ``metadata_props``."""
+    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    for key, value in [*kept, *metadata.to_props().items()]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _validate(m: ModelMetadata) -> None:
+    if not isinstance(m.name, str) or not NAME_PATTERN.match(m.name):
+        raise DataError(
+            f"model name {m.name!r} must start with a letter and use only letters, digits"
+            " and '_' (at most 64): it becomes the scoring column p_<name>"
+        )
+    if len(m.class_names) != 2 or m.class_names[0] == m.class_names[1]:
+        raise DataError(f"class_names must be two distinct names, got {list(m.class_names)}")
+    if m.positive_class not in m.class_names:
+        raise DataError(f"positive_class {m.positive_class!r} is not one of {list(m.class_names)}")
+    if m.preprocessing not in PREPROCESSING:
+        raise DataError(
+            f"unknown preprocessing {m.preprocessing!r} (known: {', '.join(PREPROCESSING)})"
+        )
+    if len(m.input_size) != 2 or not all(isinstance(v, int) and v > 0 for v in m.input_size):
+        raise DataError(f"input_size must be two positive integers, got {m.input_size!r}")
+    if m.quantization is not None and not isinstance(m.quantization, dict):
+        raise DataError(f"quantization must be a mapping or null, got {m.quantization!r}")
+
+
+def _encode(key: str, value: Any) -> str:
+    if key in _JSON_FIELDS:
+        return json.dumps(list(value) if isinstance(value, tuple) else value, sort_keys=True)
+    return str(value)
+
+
+def _decode_extra(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _pair(value: Any, key: str, source: str) -> tuple[Any, Any]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise DataError(f"{source}: metadata {PREFIX}{key} must be a 2-element list, got {value!r}")
+    return value[0], value[1]

@@ -1,0 +1,227 @@
+"""Conversion options: checked in one place, then resolved against what training recorded.
+
+:func:`check_options` validates what the user gave (one :class:`UsageError` per problem,
+saying how to fix it). :func:`resolve_settings` combines the options with ``run.json`` and the
+model itself into the :class:`Settings` the conversion uses: explicit values that contradict
+``run.json`` are refused (unless ``force``), and ``--preprocess auto`` without a ``run.json``
+is refused with the list of choices. Nothing is guessed silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from convert.metadata import NAME_PATTERN
+from models.errors import UsageError
+from models.preprocessing import PREPROCESSING
+from models.runinfo import RunInfo
+
+PREPROCESS_CHOICES = ("auto", *PREPROCESSING)
+#: Class order Keras' directory loaders give ``female/`` and ``male/`` folders.
+DEFAULT_CLASS_NAMES = ("female", "male")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What the user asked for (``genderscore convert`` options, one to one)."""
+
+    preprocess: str = "auto"
+    class_names: tuple[str, str] | None = None
+    positive: str | None = None
+    name: str | None = None
+    opset: int = 17
+    image_size: tuple[int, int] | None = None
+    check_data: Path | None = None
+    check_limit: int = 256
+    int8: bool = False
+    calibration: Path | None = None
+    calibration_limit: int = 128
+    int8_format: str = "auto"
+    max_auc_drop: float = 0.005
+    min_agreement: float = 0.99
+    parity_tolerance: float = 1e-4
+    force: bool = False
+    unsafe_load: bool = False
+
+
+def check_options(opts: ConvertOptions) -> ConvertOptions:
+    """Validate ``opts``; returns them unchanged or raises :class:`UsageError`."""
+    from convert.export import MIN_OPSET
+    from convert.quantize import INT8_CHOICES
+
+    if opts.preprocess not in PREPROCESS_CHOICES:
+        raise UsageError(
+            f"unknown --preprocess {opts.preprocess!r}: choose one of {', '.join(PREPROCESS_CHOICES)}"
+        )
+    if opts.class_names is not None:
+        names = tuple(opts.class_names)
+        if len(names) != 2 or not all(names) or names[0] == names[1]:
+            raise UsageError(
+                f"--class-names needs two distinct names in the model's class order, e.g."
+                f" female,male; got {','.join(names)!r}"
+            )
+    if opts.positive is not None and opts.class_names is not None:
+        if opts.positive not in opts.class_names:
+            raise UsageError(
+                f"--positive {opts.positive!r} is not one of --class-names {','.join(opts.class_names)}"
+            )
+    if opts.name is not None and not NAME_PATTERN.match(opts.name):
+        raise UsageError(
+            f"--name {opts.name!r}: use a letter then letters, digits or '_' (at most 64);"
+            " it becomes the scoring column p_<name>"
+        )
+    max_opset = _max_opset()
+    if not MIN_OPSET <= opts.opset <= max_opset:
+        raise UsageError(f"--opset {opts.opset}: choose between {MIN_OPSET} and {max_opset}")
+    if opts.image_size is not None and (len(opts.image_size) != 2 or min(opts.image_size) < 1):
+        raise UsageError(f"--image-size must be HEIGHTxWIDTH, got {opts.image_size!r}")
+    if opts.check_limit < 1 or opts.calibration_limit < 1:
+        raise UsageError("--check-limit and --calibration-limit must be at least 1")
+    if opts.int8 and opts.calibration is None:
+        raise UsageError(
+            "--int8 needs --calibration DATA: a folder or CSV of representative images"
+        )
+    if opts.calibration is not None and not opts.int8:
+        raise UsageError("--calibration is only used with --int8: add --int8 or drop --calibration")
+    if opts.int8_format not in INT8_CHOICES:
+        raise UsageError(
+            f"unknown --int8-format {opts.int8_format!r}: choose one of {', '.join(INT8_CHOICES)}"
+        )
+    if not 0.0 < opts.parity_tolerance <= 0.1:
+        raise UsageError(
+            f"--parity-tolerance {opts.parity_tolerance:g}: choose a value in (0, 0.1]"
+        )
+    if not 0.0 <= opts.max_auc_drop <= 1.0 or not 0.0 <= opts.min_agreement <= 1.0:
+        raise UsageError("--max-auc-drop and --min-agreement must be between 0 and 1")
+    for label, path in (("--check-data", opts.check_data), ("--calibration", opts.calibration)):
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"{label} {path}: no such folder or CSV")
+    return opts
+
+
+def _max_opset() -> int:
+    try:
+        from tf2onnx import constants
+
+        return int(max(constants.OPSET_TO_IR_VERSION))
+    except ImportError:  # checking options must not need the train extra
+        return 18
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the conversion uses, and where each value came from."""
+
+    preprocessing: str
+    class_names: tuple[str, str]
+    positive_class: str
+    name: str
+    input_size: tuple[int, int]
+    sources: dict[str, str]
+
+    @property
+    def positive_index(self) -> int:
+        return self.class_names.index(self.positive_class)
+
+
+def resolve_settings(
+    opts: ConvertOptions,
+    run_info: RunInfo | None,
+    model_path: Path,
+    model_input_size: tuple[int, int] | None,
+) -> Settings:
+    """Combine options, ``run.json`` and the model's input size. Pure (no I/O)."""
+    sources: dict[str, str] = {}
+
+    def pick(key: str, explicit, recorded, default=None, what: str = ""):
+        if explicit is not None:
+            if recorded is not None and explicit != recorded and not opts.force:
+                raise UsageError(
+                    f"{what or key} {_show(explicit)} contradicts {_show(recorded)} recorded in"
+                    f" {run_info.path if run_info else 'run.json'}: drop the option, or pass"
+                    " --force if the record is wrong"
+                )
+            sources[key] = "option"
+            return explicit
+        if recorded is not None:
+            sources[key] = "run.json"
+            return recorded
+        sources[key] = "default"
+        return default
+
+    if opts.preprocess == "auto":
+        if run_info is None:
+            raise UsageError(
+                f"--preprocess auto: {model_path} has no run.json from genderscore training,"
+                " so its preprocessing is unknown; say which one it was trained with:"
+                f" --preprocess {'|'.join(PREPROCESSING)}"
+            )
+        preprocessing = run_info.preprocessing
+        sources["preprocessing"] = "run.json"
+    else:
+        recorded = run_info.preprocessing if run_info else None
+        preprocessing = pick("preprocessing", opts.preprocess, recorded, what="--preprocess")
+
+    class_names = pick(
+        "class_names",
+        tuple(opts.class_names) if opts.class_names else None,
+        tuple(run_info.class_names) if run_info else None,
+        DEFAULT_CLASS_NAMES,
+        "--class-names",
+    )
+    recorded_positive = run_info.positive_class if run_info else None
+    if recorded_positive is not None and recorded_positive not in class_names:
+        recorded_positive = None
+    positive = pick(
+        "positive_class", opts.positive, recorded_positive, class_names[1], "--positive"
+    )
+    if positive not in class_names:
+        raise UsageError(
+            f"--positive {positive!r} is not one of the class names {list(class_names)}"
+        )
+
+    recorded_size = tuple(run_info.image_size) if run_info else None
+    if model_input_size is not None:
+        if opts.image_size is not None and tuple(opts.image_size) != model_input_size:
+            raise UsageError(
+                f"--image-size {_size(opts.image_size)} differs from the model's fixed input"
+                f" {_size(model_input_size)}: drop --image-size"
+            )
+        input_size = model_input_size
+        sources["input_size"] = "model"
+    else:
+        input_size = pick("input_size", opts.image_size, recorded_size, what="--image-size")
+        if input_size is None:
+            raise UsageError(
+                f"{model_path} accepts any image size and no run.json records one: pass"
+                " --image-size HEIGHTxWIDTH (the size it was trained at)"
+            )
+
+    name = opts.name or _default_name(model_path)
+    sources["name"] = "option" if opts.name else "file name"
+    return Settings(preprocessing, class_names, positive, name, tuple(input_size), sources)
+
+
+def _default_name(model_path: Path) -> str:
+    stem = model_path.name if model_path.is_dir() else model_path.stem
+    if stem.lower() in ("model", "saved_model", "savedmodel", "") and model_path.parent.name:
+        # A training run's model.keras: the run folder says which model it is.
+        stem = model_path.parent.name
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", stem).strip("_").lower()
+    if not name or not name[0].isalpha():
+        name = f"m_{name}" if name else "model"
+    return name[:64]
+
+
+def _show(value) -> str:
+    return (
+        ",".join(value)
+        if isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        else repr(value)
+    )
+
+
+def _size(size) -> str:
+    return f"{size[0]}x{size[1]}"

@@ -425,6 +425,23 @@ def _report(out_dir: Path, data, p_ensemble, spec, block: dict, what: str) -> Pa
     }
     if "target" in block and block["target"]:
         facts["target"] = _target_line(block["target"])
+    tables = {
+        "Metrics": metric_rows(block["ensemble"], block["models"], classes, spec.threshold),
+        "Ensemble at its threshold, 95% bootstrap intervals": ci_rows(
+            block["ensemble"]["ci"], classes
+        ),
+    }
+    sel = spec.content.get("selection")
+    if what == "ensemble tune" and sel:
+        heading = f"Methods by cross-validated {sel['value']} ({sel['cv_folds']} folds)"
+        tables[heading] = [
+            {
+                "method": r["method"],
+                sel["value"]: r["cv_value"],
+                "chosen": "yes" if r["method"] == sel["chosen"] else "",
+            }
+            for r in sel["results"]
+        ]
     return write_report(
         out_dir,
         title=f"{what}: {spec.method} ensemble of {', '.join(m.name for m in spec.models)}",
@@ -432,11 +449,6 @@ def _report(out_dir: Path, data, p_ensemble, spec, block: dict, what: str) -> Pa
         scores=scores,
         threshold=spec.threshold,
         class_names=classes,
-        tables={
-            "Metrics": metric_rows(block["ensemble"], block["models"], classes, spec.threshold),
-            "Ensemble at its threshold, 95% bootstrap intervals": ci_rows(
-                block["ensemble"]["ci"], classes
-            ),
-        },
+        tables=tables,
         facts=facts,
     )

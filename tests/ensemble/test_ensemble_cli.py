@@ -98,6 +98,7 @@ def test_report_files_exist_and_html_references_them(files):
         assert (report / png).stat().st_size > 5000
         assert f'src="{png}"' in page
     assert "ensemble" in page and "95%" in page
+    assert "Methods by cross-validated FRR at FAR &lt;= 0.05" in page
 
 
 def test_apply_reproduces_the_validation_decisions(files, capsys):

@@ -1,0 +1,46 @@
+"""The ensemble on real scores: converted ONNX models score the synthetic faces on Ray
+(``ensemble tune --manifest``), then ``ensemble apply`` and ``ensemble evaluate`` on them."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+
+from ensemble.cli import cli
+from models.cli_support import run_cli
+from scoring.ensemble_file import EnsembleSpec
+
+
+def test_tune_from_a_manifest_then_apply_and_evaluate(onnx_models, synthetic_dir, tmp_path, capsys):
+    models = [str(onnx_models[name]) for name in sorted(onnx_models)]
+    args = ["tune", "--manifest", str(synthetic_dir / "val.csv"), "--root", str(synthetic_dir)]
+    for m in models:
+        args += ["--models", m]
+    args += ["--method", "auto", "--objective", "eer", "--out", str(tmp_path / "ensemble.json")]
+    args += ["--n-boot", "200", "--report", str(tmp_path / "report")]
+    assert run_cli(cli, "genderscore ensemble", args) == 0, capsys.readouterr().err
+    spec = EnsembleSpec.load(tmp_path / "ensemble.json")
+    assert sorted(m.name for m in spec.models) == sorted(onnx_models)
+    for m in spec.models:
+        assert m.path == str(onnx_models[m.name]) and len(m.sha256) == 64
+    val = spec.content["validation"]
+    assert val["rows"]["used"] == 48 and val["fingerprint"]["label_counts"] == {
+        "female": 24,
+        "male": 24,
+    }
+    # the fixture's models track the labels: the ensemble is better than chance
+    assert val["ensemble"]["roc_auc"] > 0.7
+    scores = tmp_path / "ensemble.scores"
+    assert (scores / "_SUCCESS").exists()
+
+    out = tmp_path / "decided.parquet"
+    args = ["apply", "--ensemble", str(tmp_path / "ensemble.json"), "--scores", str(scores)]
+    assert run_cli(cli, "genderscore ensemble", [*args, "--out", str(out)]) == 0
+    decided = pq.read_table(out)
+    assert decided.num_rows == 48 and decided.column("label").null_count == 0
+    meta = json.loads(decided.schema.metadata[b"genderscore"])
+    assert meta["ensemble_version"] == spec.version
+    args = ["evaluate", "--ensemble", str(tmp_path / "ensemble.json"), "--scores", str(scores)]
+    assert run_cli(cli, "genderscore ensemble", [*args, "--n-boot", "200"]) == 0
+    assert "objective eer:" in capsys.readouterr().out

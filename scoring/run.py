@@ -30,6 +30,8 @@ from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_w
 from scoring.internal.hashing import sha256_json
 from scoring.layout import RunLayout, RunState, new_run_id, utc_now, verify_parts
 from scoring.manifest import (
+    ManifestColumns,
+    StagedManifest,
     check_columns,
     manifest_base,
     manifest_fingerprint,
@@ -84,25 +86,12 @@ def score_manifest(
     )
     layout = RunLayout(out)
     spec, refs = _resolve_models(models, ensemble)
-    location = manifest_location(manifest)
-    columns = check_columns(read_header(manifest), opts.columns, location)
-    fingerprint = manifest_fingerprint(manifest)
-    root = normalise_root(opts.root)
-    job = {
-        "manifest_sha256": fingerprint,
-        # relative paths resolve against the manifest's folder: a moved manifest is another job
-        "manifest_base": manifest_base(location),
-        "columns": [columns.path, columns.id, columns.label, list(columns.keep)],
-        "root": root,
-        "models": [(r.name, r.sha256) for r in refs],
-        "ensemble_version": spec.version if spec is not None else None,
-    }
-    job_key = sha256_json(job)
+    job = _Job.describe(manifest, opts, refs, spec)
     layout.check_out_free()
     with layout.locked():
         if layout.committed:
             summary = layout.committed_summary()
-            if summary.get("job_key") == job_key and not opts.force:
+            if summary.get("job_key") == job.key and not opts.force:
                 log.info("%s already holds this run's committed output: nothing to do", out)
                 return ScoringResult(layout.final, layout.committed_files(), summary, True)
             if not opts.force:
@@ -110,26 +99,8 @@ def score_manifest(
                     f"--out {layout.final} holds a committed run of another manifest, models "
                     "or options: pass --force to replace it, or choose another --out"
                 )
-        state = layout.load_state()
-        if state is None or state.job_key != job_key:
-            if state is not None:
-                log.warning("discarding %s: it belongs to another job", layout.staging)
-            layout.reset()
-            state = RunState(job_key=job_key, run_id=new_run_id(), created_at=utc_now())
-        state.attempts += 1
-        layout.save_state(state)
-        done = layout.done_rows()
-        if done.size:
-            log.info("resuming run %s: %d rows already scored", state.run_id, done.size)
-        layout.clear_todo()
-        try:
-            staged = stage_manifest(
-                manifest, layout.todo, columns, skip=done, rows_per_part=opts.rows_per_part
-            )
-        except (DataError, UsageError):
-            if not layout.part_files():
-                shutil.rmtree(layout.staging, ignore_errors=True)
-            raise
+        state = _start_attempt(layout, job.key)
+        staged = _stage(layout, manifest, job, opts, state)
         meta = {
             "run_id": state.run_id,
             "created_at": state.created_at,
@@ -144,21 +115,19 @@ def score_manifest(
             with ray_session(opts.ray_address) as where:
                 plan = plan_workers(cluster_cpus(), opts.num_workers, opts.worker_threads)
                 t0 = time.perf_counter()
-                _run_pipeline(layout, refs, spec, schema, plan, opts, root)
+                _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
                 pipeline_s = time.perf_counter() - t0
         check = verify_parts(layout.part_files(), staged.rows)
-        stats = collect_stats(check.files)
         wall = time.perf_counter() - started
         summary = {
-            "run_id": state.run_id,
-            "created_at": state.created_at,
+            **meta,
             "committed_at": utc_now(),
             "output": str(layout.final),
-            "manifest": location,
-            "manifest_sha256": fingerprint,
-            "job_key": job_key,
+            "manifest": job.location,
+            "manifest_sha256": job.fingerprint,
+            "job_key": job.key,
             "rows": staged.rows,
-            **stats,
+            **collect_stats(check.files),
             "rows_scored": staged.todo,
             "rows_resumed": staged.rows - staged.todo,
             "duplicates_removed": check.duplicates_removed,
@@ -166,16 +135,14 @@ def score_manifest(
             "wall_time_s": round(wall, 3),
             "pipeline_time_s": round(pipeline_s, 3),
             "images_per_s": round(staged.todo / wall, 2) if wall > 0 else None,
-            "models": [r.to_dict() for r in refs],
-            "ensemble_version": spec.version if spec is not None else None,
             "ensemble": str(Path(ensemble).absolute()) if ensemble is not None else None,
             "threshold": spec.threshold if spec is not None else None,
             "columns": {
-                "path": columns.path,
-                "id": columns.id,
-                "label": columns.label,
-                "keep": list(columns.keep),
-                "root": root,
+                "path": job.columns.path,
+                "id": job.columns.id,
+                "label": job.columns.label,
+                "keep": list(job.columns.keep),
+                "root": job.root,
             },
             "ray": {
                 "address": where,
@@ -190,6 +157,73 @@ def score_manifest(
         }
         layout.commit(summary, replace=opts.force)
     return ScoringResult(layout.final, layout.committed_files(), summary)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What makes two runs the same job (so one may resume or skip the other)."""
+
+    location: str
+    columns: ManifestColumns
+    fingerprint: str
+    root: str | None
+    key: str
+
+    @classmethod
+    def describe(
+        cls, manifest: str | os.PathLike[str], opts: ScoringOptions, refs: list[ModelRef], spec: Any
+    ) -> _Job:
+        location = manifest_location(manifest)
+        columns = check_columns(read_header(manifest), opts.columns, location)
+        fingerprint = manifest_fingerprint(manifest)
+        root = normalise_root(opts.root)
+        key = sha256_json(
+            {
+                "manifest_sha256": fingerprint,
+                # relative paths resolve against the manifest's folder: moved, it is another job
+                "manifest_base": manifest_base(location),
+                "columns": [columns.path, columns.id, columns.label, list(columns.keep)],
+                "root": root,
+                "models": [(r.name, r.sha256) for r in refs],
+                "ensemble_version": spec.version if spec is not None else None,
+            }
+        )
+        return cls(location, columns, fingerprint, root, key)
+
+
+def _start_attempt(layout: RunLayout, job_key: str) -> RunState:
+    """The staging folder's state for this job: resumed if it is this job's, else new."""
+    state = layout.load_state()
+    if state is None or state.job_key != job_key:
+        if state is not None:
+            log.warning("discarding %s: it belongs to another job", layout.staging)
+        layout.reset()
+        state = RunState(job_key=job_key, run_id=new_run_id(), created_at=utc_now())
+    state.attempts += 1
+    layout.save_state(state)
+    return state
+
+
+def _stage(
+    layout: RunLayout,
+    manifest: str | os.PathLike[str],
+    job: _Job,
+    opts: ScoringOptions,
+    state: RunState,
+) -> StagedManifest:
+    """Stage the manifest rows not yet in a finished part."""
+    done = layout.done_rows()
+    if done.size:
+        log.info("resuming run %s: %d rows already scored", state.run_id, done.size)
+    layout.clear_todo()
+    try:
+        return stage_manifest(
+            manifest, layout.todo, job.columns, skip=done, rows_per_part=opts.rows_per_part
+        )
+    except (DataError, UsageError):
+        if not layout.part_files():
+            shutil.rmtree(layout.staging, ignore_errors=True)
+        raise
 
 
 def _resolve_models(

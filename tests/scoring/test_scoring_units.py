@@ -1,0 +1,173 @@
+"""The scorer's pieces without Ray: decoding with codes, --root, the worker plan, the output
+folder (exactly-once check, dedupe, commit, lock) and model checks."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models.errors import DataError, GenderscoreError, UsageError
+from models.imageio import load_image
+from scoring.decode import decode_batch, decode_paths, image_column, normalise_root, within_root
+from scoring.internal.cluster import plan_workers
+from scoring.layout import SUCCESS, RunLayout, verify_parts
+from scoring.modelset import load_models
+from scoring.options import ScoringOptions, check_options
+
+
+def test_decode_once_per_size_with_codes(corpus):
+    paths = [corpus.good_paths[0], str(corpus.folder / "missing.jpg"), ""]
+    out = decode_paths(paths, [(32, 32), 48, (32, 32)], root=normalise_root(corpus.folder))
+    assert out.ok.tolist() == [True, False, False]
+    assert out.codes == [None, "not_found", "bad_path"]
+    assert sorted(out.images) == [(32, 32), (48, 48)]  # duplicates collapse: one column a size
+    np.testing.assert_array_equal(out.images[(48, 48)][0], load_image(paths[0], 48))
+    assert not out.images[(32, 32)][1].any()
+
+
+def test_decode_batch_adds_status_and_tensor_columns(corpus):
+    batch = pa.table({"row": [0, 1], "path": [corpus.good_paths[0], "/nonexistent.jpg"]})
+    out = decode_batch(batch, [(40, 30)])
+    assert out.column_names == [
+        "row",
+        "path",
+        "status",
+        "error_code",
+        "error",
+        image_column((40, 30)),
+    ]
+    assert out["status"].to_pylist() == ["ok", "error"]
+    assert out[image_column((40, 30))].chunk(0).to_numpy().shape == (2, 40, 30, 3)
+
+
+def test_root_confinement_follows_symlinks(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    os.symlink(tmp_path / "secret.jpg", root / "link.jpg")
+    r = normalise_root(root)
+    assert within_root(str(root / "a.jpg"), r)
+    assert not within_root(str(root / ".." / "secret.jpg"), r)
+    assert not within_root(str(root / "link.jpg"), r)
+    assert not within_root(str(tmp_path / "rootx" / "a.jpg"), r)  # a prefix is not a parent
+    assert not within_root("s3://bucket/a.jpg", r)
+    s3 = normalise_root("s3://bucket/imgs/")
+    assert within_root("s3://bucket/imgs/a/b.jpg", s3)
+    assert not within_root("s3://bucket/imgs/../other/b.jpg", s3)
+    assert not within_root("s3://bucket/imgsx/b.jpg", s3)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "workers", "threads", "want"),
+    [
+        (2, None, 1, (2, 1, 0.5)),  # two single-thread actors, one CPU left for Ray Data
+        (2, None, 2, (1, 2, 1.0)),
+        (16, None, 1, (16, 1, 0.9375)),
+        (3, 3, 1, (3, 1, 0.6666)),
+        (1, None, 1, (1, 1, 0.0)),
+    ],
+)
+def test_worker_plan_leaves_a_cpu_for_ray_data(cpus, workers, threads, want):
+    plan = plan_workers(cpus, workers, threads)
+    assert (plan.workers, plan.threads, plan.actor_cpus) == want
+    assert plan.workers * plan.actor_cpus <= max(0, cpus - 1)
+
+
+def test_option_checks_name_the_option(tmp_path):
+    def check(**kw):
+        base = {"models": ["a.onnx"], "ensemble": None, "out": tmp_path / "o"}
+        opts = {k: v for k, v in kw.items() if k not in base}
+        base.update({k: v for k, v in kw.items() if k in base})
+        return check_options(**base, options=ScoringOptions(**opts))
+
+    assert check(keep_columns=["a,b", "c"]).keep_columns == ("a", "b", "c")
+    with pytest.raises(UsageError, match="--batch-size must be a positive"):
+        check(batch_size=0)
+    with pytest.raises(UsageError, match="--num-workers"):
+        check(num_workers=-1)
+    with pytest.raises(UsageError, match="not both"):
+        check(ensemble="e.json")
+    with pytest.raises(UsageError, match="--root .* is not a folder"):
+        check(root=str(tmp_path / "nope"))
+
+
+def _part(path, rows, tag="x"):
+    pq.write_table(pa.table({"row": pa.array(rows, pa.int64()), "v": [tag] * len(rows)}), path)
+
+
+def test_verify_parts_removes_duplicates_and_finds_gaps(tmp_path):
+    _part(tmp_path / "part-a.parquet", [0, 1, 2])
+    _part(tmp_path / "part-b.parquet", [3, 1, 4, 4], "b")
+    _part(tmp_path / "part-c.parquet", [2])
+    parts = sorted(tmp_path.glob("part-*.parquet"))
+    check = verify_parts(parts, 5)
+    assert check.duplicates_removed == 3
+    assert check.files == [str(tmp_path / "part-a.parquet"), str(tmp_path / "part-b.parquet")]
+    assert pq.read_table(tmp_path / "part-b.parquet")["row"].to_pylist() == [3, 4]
+    with pytest.raises(GenderscoreError, match="1 of 6 manifest rows have no output.*row 5"):
+        verify_parts(sorted(tmp_path.glob("part-*.parquet")), 6)
+    with pytest.raises(GenderscoreError, match="outside the manifest"):
+        verify_parts(sorted(tmp_path.glob("part-*.parquet")), 4)
+
+
+def test_layout_commit_is_one_rename_and_refuses_foreign_folders(tmp_path):
+    layout = RunLayout(tmp_path / "run_date=2026-01-02")
+    assert layout.staging.name.startswith(".")  # skipped by dataset readers
+    layout.reset()
+    _part(layout.parts / "part-1.parquet", [0, 1])
+    (layout.parts / "part-2.parquet").write_bytes(b"PAR1 half written")
+    assert layout.done_rows().tolist() == [0, 1]
+    assert not (layout.parts / "part-2.parquet").exists()
+    layout.commit({"rows": 2})
+    assert layout.committed and (layout.final / SUCCESS).is_file()
+    assert not layout.staging.exists()
+    assert layout.committed_summary() == {"rows": 2}
+    with pytest.raises(UsageError, match="object storage"):
+        RunLayout("s3://bucket/out")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not a committed scoring output"):
+        RunLayout(foreign).check_out_free()
+
+
+def test_one_run_per_output_at_a_time(tmp_path):
+    import subprocess
+    import sys
+
+    layout = RunLayout(tmp_path / "out")
+    code = (
+        "import sys\nfrom scoring.layout import RunLayout\n"
+        f"with RunLayout({str(tmp_path / 'out')!r}).locked():\n    pass\n"
+    )
+    with layout.locked():
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and "another run is writing" in proc.stderr
+    with layout.locked():  # released
+        pass
+
+
+def test_models_are_checked_on_the_driver(onnx_models, tmp_path):
+    paths = list(onnx_models.values())
+    refs = load_models(paths)
+    assert [r.name for r in refs] == list(onnx_models)
+    assert refs[0].input_size == (48, 48) and len(refs[0].sha256) == 64
+    with pytest.raises(UsageError, match="two models are named"):
+        load_models([paths[0], paths[0]])
+    with pytest.raises(UsageError, match="does not exist"):
+        load_models([tmp_path / "none.onnx"])
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(DataError, match="not an ONNX model"):
+        load_models([junk])
+    proto = onnx.load(paths[0])
+    proto.graph.output[0].name, proto.graph.output[1].name = "logit", "prob"
+    swapped = tmp_path / "swapped.onnx"
+    onnx.save(proto, swapped)
+    with pytest.raises(DataError, match="first output must be 'prob'"):
+        load_models([swapped])

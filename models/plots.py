@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
@@ -69,6 +70,7 @@ def plot_history(
         for start in phase_starts:
             ax.axvline(start + 0.5, ls=":", color="grey")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.legend(fontsize="small")
     return _save(fig, path)

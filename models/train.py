@@ -256,6 +256,7 @@ def train(config: TrainConfig) -> TrainResult:
             initial_epoch=start,
             class_weight=class_weight,
             callbacks=callbacks,
+            shuffle=False,  # tf.data already shuffles (or oversamples) each epoch
             verbose=cfg.verbose,
         )
         for key, values in result.history.items():

@@ -5,14 +5,31 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from ensemble.cli import cli
 from models.cli_support import run_cli
 from scoring.ensemble_file import EnsembleSpec
 
 
-def test_tune_from_a_manifest_then_apply_and_evaluate(onnx_models, synthetic_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def ray_once():
+    """One local Ray for both scoring runs below (each run would otherwise start its own)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_tune_from_a_manifest_then_apply_and_evaluate(
+    ray_once, onnx_models, synthetic_dir, tmp_path, capsys
+):
     models = [str(onnx_models[name]) for name in sorted(onnx_models)]
     args = ["tune", "--manifest", str(synthetic_dir / "val.csv"), "--root", str(synthetic_dir)]
     for m in models:
@@ -44,3 +61,19 @@ def test_tune_from_a_manifest_then_apply_and_evaluate(onnx_models, synthetic_dir
     args = ["evaluate", "--ensemble", str(tmp_path / "ensemble.json"), "--scores", str(scores)]
     assert run_cli(cli, "genderscore ensemble", [*args, "--n-boot", "200"]) == 0
     assert "objective eer:" in capsys.readouterr().out
+
+    # `scoring run --ensemble` applies the same code: same probabilities, same decisions
+    from scoring.run import score_manifest
+
+    result = score_manifest(
+        synthetic_dir / "val.csv",
+        ensemble=tmp_path / "ensemble.json",
+        out=tmp_path / "scored_with_ensemble",
+        root=str(synthetic_dir),
+        progress=False,
+    )
+    direct = pq.read_table(result.parquet_files).to_pandas().set_index("path").sort_index()
+    applied = decided.to_pandas().set_index("path").sort_index()
+    assert (direct["ensemble_version"] == spec.version).all()
+    np.testing.assert_array_equal(direct["p_ensemble"], applied["p_ensemble"])
+    assert (direct["label"] == applied["label"]).all()

@@ -126,6 +126,13 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None):
     help="INT8 gate: smallest share of check images labeled the same as fp32 at 0.5.",
 )
 @click.option(
+    "--parity-tolerance",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="Largest allowed |logit difference| between ONNX and Keras, scaled by max(1, |logit|).",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Write even when the INT8 gate or the preprocessing check refuses, or an option"

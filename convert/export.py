@@ -53,7 +53,8 @@ def export_onnx(
     )
 
     model_cls = loaded.model_class()
-    features = model_cls(loaded.model.inputs, structure.features)
+    # One input tensor, not a list: Keras 3 warns when a list-input model gets a bare tensor.
+    features = model_cls(loaded.model.inputs[0], structure.features)
     height, width = input_size
     input_dtype = tf.as_dtype(structure.input_dtype)
     weights = tf.constant(head.weights.reshape(-1, 1), dtype=tf.float32)

@@ -47,7 +47,7 @@ class KerasReference:
         if self._both is None:
             model = self.loaded.model
             self._both = self.loaded.model_class()(
-                model.inputs, [self.structure.features, model.outputs[0]]
+                model.inputs[0], [self.structure.features, model.outputs[0]]
             )
         dtype = self.structure.input_dtype
         head = self.head

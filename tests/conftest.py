@@ -58,7 +58,7 @@ def small_keras_model(backbone: str, size: int, preprocessing: str, seed: int = 
     x = preprocess(faces, preprocessing)
     model(x, training=True)
     last = model.layers[-1]
-    features = keras.Model(model.inputs, last.input)(x, training=False).numpy()
+    features = keras.Model(model.inputs[0], last.input)(x, training=False).numpy()
     lr = LogisticRegression(C=_HEAD_C.get(backbone, 0.1), max_iter=2000).fit(features, labels)
     last.set_weights([lr.coef_.T.astype("float32"), lr.intercept_.astype("float32")])
     return model

@@ -99,7 +99,9 @@ def main() -> None:
                 f"  [build+convert+quantize {prep:.0f} s]",
                 flush=True,
             )
-    print(f"\n{args.size} px, batch {args.batch}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(
+        f"\n{args.size} px, batch {args.batch}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    )
 
 
 if __name__ == "__main__":

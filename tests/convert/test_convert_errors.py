@@ -226,3 +226,29 @@ def test_parity_failure_stops_the_write(keras_models, tmp_path, capsys):
         convert_model(
             keras_models["mobilenetv2"], out, preprocess="mobilenet_v2", parity_tolerance=1e-9
         )
+
+
+def test_keras3_legacy_h5_converts(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "k3.h5"
+    tiny_cnn(keras).save(path)
+    result = convert_model(path, tmp_path / "k3.onnx", preprocess="rescale")
+    assert result.metadata.extra["source_format"] == "h5" and "keras3" in result.metadata.versions
+
+
+def test_metadata_reads_without_tensorflow(tiny_keras, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "tiny.onnx"
+    convert_model(tiny_keras, out, preprocess="rescale", name="tiny")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None;"
+        " sys.modules['tf2onnx'] = None\n"
+        "from convert.metadata import read_metadata\n"
+        f"m = read_metadata({str(out)!r}); print(m.column, m.input_size)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "p_tiny (32, 32)"

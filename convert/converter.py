@@ -155,7 +155,7 @@ def convert_model(
     finally:
         tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
-    logger.info("wrote %s (%s) in %.1f s", out, _describe_quantization(metadata), seconds)
+    logger.info("converted (%s) in %.1f s", _describe_quantization(metadata), seconds)
     return ConversionResult(out, metadata, parity, verdict, int8_info, seconds)
 
 

@@ -82,20 +82,20 @@ def tensor_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
 class OnnxScorer:
     """Ray Data actor: one ORT session per model, created once, then ``__call__`` per batch.
 
-    ``models`` are ``(ModelRef, onnx bytes)`` pairs: the driver ships the bytes it hashed, so
-    every worker scores with exactly the files the run's metadata names. ``ensemble`` is the
-    content of ``ensemble.json`` (plain JSON data).
+    ``models`` are ``(ModelRef, onnx bytes or an object ref to them)`` pairs: the driver ships
+    the bytes it hashed, so every worker scores with exactly the files the run's metadata names
+    and needs no access to them. ``ensemble`` is the content of ``ensemble.json`` (JSON data).
     """
 
     def __init__(
         self,
-        models: Sequence[tuple[ModelRef, bytes]],
+        models: Sequence[tuple[ModelRef, Any]],
         threads: int,
         schema: pa.Schema,
         ensemble: Mapping[str, Any] | None = None,
     ):
         self.models_ = [ref for ref, _ in models]
-        self.sessions_ = [make_session(data, threads) for _, data in models]
+        self.sessions_ = [make_session(_fetch(data), threads) for _, data in models]
         self.schema_ = schema.remove_metadata()
         self.ensemble_ = None
         if ensemble is not None:
@@ -105,6 +105,14 @@ class OnnxScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return score_table(batch, self.models_, self.sessions_, self.schema_, self.ensemble_)
+
+
+def _fetch(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    import ray
+
+    return ray.get(data)
 
 
 def score_table(

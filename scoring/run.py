@@ -271,7 +271,9 @@ def _run_pipeline(
     # ~850 images at a time.
     row_bytes = sum(h * w * 3 for h, w in sizes) + 512
     ctx.target_max_block_size = max(1 << 20, BATCHES_PER_BLOCK * opts.batch_size * row_bytes)
-    payload = [(r, read_model_bytes(r)) for r in refs]
+    # Refs, not bytes, in the actors' arguments: small arguments are inlined, and a restarted
+    # actor fetches the models again while the driver holds the refs.
+    payload = [(r, ray.put(read_model_bytes(r))) for r in refs]
     try:
         ds = ray.data.read_parquet(str(layout.todo), num_cpus=TASK_CPUS)
         ds = ds.map_batches(

@@ -88,74 +88,99 @@ def score_manifest(
     spec, refs = _resolve_models(models, ensemble)
     job = _Job.describe(manifest, opts, refs, spec)
     layout.check_out_free()
-    with layout.locked():
-        if layout.committed:
-            summary = layout.committed_summary()
-            if summary.get("job_key") == job.key and not opts.force:
-                log.info("%s already holds this run's committed output: nothing to do", out)
-                return ScoringResult(layout.final, layout.committed_files(), summary, True)
-            if not opts.force:
-                raise UsageError(
-                    f"--out {layout.final} holds a committed run of another manifest, models "
-                    "or options: pass --force to replace it, or choose another --out"
-                )
-        state = _start_attempt(layout, job.key)
-        staged = _stage(layout, manifest, job, opts, state)
-        meta = {
-            "run_id": state.run_id,
-            "created_at": state.created_at,
-            "models": [r.to_dict() for r in refs],
-            "ensemble_version": spec.version if spec is not None else None,
-        }
-        schema = output_schema(staged.schema, refs, ensemble=spec is not None, metadata=meta)
-        plan: WorkerPlan | None = None
-        where = None
-        pipeline_s = 0.0
-        if staged.todo:
-            with ray_session(opts.ray_address) as where:
-                plan = plan_workers(cluster_cpus(), opts.num_workers, opts.worker_threads)
-                t0 = time.perf_counter()
-                _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
-                pipeline_s = time.perf_counter() - t0
-        check = verify_parts(layout.part_files(), staged.rows)
-        wall = time.perf_counter() - started
-        summary = {
-            **meta,
-            "committed_at": utc_now(),
-            "output": str(layout.final),
-            "manifest": job.location,
-            "manifest_sha256": job.fingerprint,
-            "job_key": job.key,
-            "rows": staged.rows,
-            **collect_stats(check.files),
-            "rows_scored": staged.todo,
-            "rows_resumed": staged.rows - staged.todo,
-            "duplicates_removed": check.duplicates_removed,
-            "attempts": state.attempts,
-            "wall_time_s": round(wall, 3),
-            "pipeline_time_s": round(pipeline_s, 3),
-            "images_per_s": round(staged.todo / wall, 2) if wall > 0 else None,
-            "ensemble": str(Path(ensemble).absolute()) if ensemble is not None else None,
-            "threshold": spec.threshold if spec is not None else None,
-            "columns": {
-                "path": job.columns.path,
-                "id": job.columns.id,
-                "label": job.columns.label,
-                "keep": list(job.columns.keep),
-                "root": job.root,
-            },
-            "ray": {
-                "address": where,
-                "workers": plan.workers if plan else None,
-                "worker_threads": plan.threads if plan else None,
-                "actor_cpus": plan.actor_cpus if plan else None,
-                "cluster_cpus": plan.cluster_cpus if plan else None,
-                "batch_size": opts.batch_size,
-            },
-            "parquet_files": [Path(f).name for f in check.files],
-            "versions": _versions(),
-        }
-        layout.commit(summary, replace=opts.force)
+    try:
+        with layout.locked():
+            return _score_locked(layout, manifest, opts, refs, spec, job, ensemble, started)
+    except PermissionError as exc:
+        raise UsageError(
+            f"cannot write beside --out {layout.final}: {exc.strerror} ({exc.filename}); "
+            "choose a folder you can write to"
+        ) from None
+    except OSError as exc:
+        raise GenderscoreError(
+            f"writing {layout.final} failed: {exc}; nothing was committed: fix the cause (disk "
+            "space, the folder) and rerun the same command to resume"
+        ) from None
+
+
+def _score_locked(
+    layout: RunLayout,
+    manifest: str | os.PathLike[str],
+    opts: ScoringOptions,
+    refs: list[ModelRef],
+    spec: Any,
+    job: _Job,
+    ensemble: str | os.PathLike[str] | None,
+    started: float,
+) -> ScoringResult:
+    """Everything done while holding the output's lock: skip, resume or start, score, commit."""
+    if layout.committed:
+        summary = layout.committed_summary()
+        if summary.get("job_key") == job.key and not opts.force:
+            log.info("%s already holds this run's committed output: nothing to do", layout.final)
+            return ScoringResult(layout.final, layout.committed_files(), summary, True)
+        if not opts.force:
+            raise UsageError(
+                f"--out {layout.final} holds a committed run of another manifest, models "
+                "or options: pass --force to replace it, or choose another --out"
+            )
+    state = _start_attempt(layout, job.key)
+    staged = _stage(layout, manifest, job, opts, state)
+    meta = {
+        "run_id": state.run_id,
+        "created_at": state.created_at,
+        "models": [r.to_dict() for r in refs],
+        "ensemble_version": spec.version if spec is not None else None,
+    }
+    schema = output_schema(staged.schema, refs, ensemble=spec is not None, metadata=meta)
+    plan: WorkerPlan | None = None
+    where = None
+    pipeline_s = 0.0
+    if staged.todo:
+        with ray_session(opts.ray_address) as where:
+            plan = plan_workers(cluster_cpus(), opts.num_workers, opts.worker_threads)
+            t0 = time.perf_counter()
+            _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
+            pipeline_s = time.perf_counter() - t0
+    check = verify_parts(layout.part_files(), staged.rows)
+    wall = time.perf_counter() - started
+    summary = {
+        **meta,
+        "committed_at": utc_now(),
+        "output": str(layout.final),
+        "manifest": job.location,
+        "manifest_sha256": job.fingerprint,
+        "job_key": job.key,
+        "rows": staged.rows,
+        **collect_stats(check.files),
+        "rows_scored": staged.todo,
+        "rows_resumed": staged.rows - staged.todo,
+        "duplicates_removed": check.duplicates_removed,
+        "attempts": state.attempts,
+        "wall_time_s": round(wall, 3),
+        "pipeline_time_s": round(pipeline_s, 3),
+        "images_per_s": round(staged.todo / wall, 2) if wall > 0 else None,
+        "ensemble": str(Path(ensemble).absolute()) if ensemble is not None else None,
+        "threshold": spec.threshold if spec is not None else None,
+        "columns": {
+            "path": job.columns.path,
+            "id": job.columns.id,
+            "label": job.columns.label,
+            "keep": list(job.columns.keep),
+            "root": job.root,
+        },
+        "ray": {
+            "address": where,
+            "workers": plan.workers if plan else None,
+            "worker_threads": plan.threads if plan else None,
+            "actor_cpus": plan.actor_cpus if plan else None,
+            "cluster_cpus": plan.cluster_cpus if plan else None,
+            "batch_size": opts.batch_size,
+        },
+        "parquet_files": [Path(f).name for f in check.files],
+        "versions": _versions(),
+    }
+    layout.commit(summary, replace=opts.force)
     return ScoringResult(layout.final, layout.committed_files(), summary)
 
 

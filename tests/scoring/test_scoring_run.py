@@ -15,7 +15,7 @@ import pytest
 
 from convert.metadata import read_metadata
 from models.cli_support import run_cli
-from models.errors import DataError, UsageError
+from models.errors import DataError, GenderscoreError, UsageError
 from models.imageio import load_image
 from scoring.cli import cli
 from scoring.ensemble_file import EnsembleSpec
@@ -235,3 +235,10 @@ def test_cli_scores_with_several_models_and_prints_a_summary(
                    "--out", str(out), "--batch-size", "0", "--models", "a.onnx"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--batch-size must be a positive" in err[0]
+
+
+def test_an_unwritable_output_place_is_a_clear_failure(corpus, model_paths, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(GenderscoreError, match="writing .* failed.*nothing was committed"):
+        score_manifest(corpus.manifest, models=model_paths, out=blocker / "out", progress=False)

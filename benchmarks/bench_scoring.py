@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 BACKBONES = ("mobilenetv2", "efficientnetb0", "resnet50")
-BATCH = 32
+BATCH = 16  # the scorer's default batch size
 
 
 def main() -> None:

@@ -51,6 +51,10 @@ def ray_session(address: str | None) -> Iterator[str]:
     import ray
 
     if ray.is_initialized():
+        if address:
+            log.warning(
+                "Ray is already initialised in this process: --ray-address %s unused", address
+            )
         yield "existing"
         return
     kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}

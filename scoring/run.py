@@ -15,6 +15,7 @@ A run that dies between 1 and 3 is resumed by running the same command again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -288,9 +289,22 @@ def _run_pipeline(
 
     sizes = sorted({r.input_size for r in refs})
     ctx = DataContext.get_current()
-    saved = ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.target_max_block_size
+    saved_keys = (
+        "enable_progress_bars",
+        "print_on_execution_start",
+        "target_max_block_size",
+        "issue_detectors_config",
+    )
+    saved = {k: getattr(ctx, k) for k in saved_keys}
     ctx.enable_progress_bars = opts.progress
     ctx.print_on_execution_start = opts.progress
+    # Each actor holds its sessions' ORT memory (1-2.5 GB for three fp32 224 px models) by
+    # design; Ray Data's high-memory warning, repeated every 30 s, would bury the progress.
+    detectors = ctx.issue_detectors_config.detectors
+    ctx.issue_detectors_config = dataclasses.replace(
+        ctx.issue_detectors_config,
+        detectors=[d for d in detectors if d.__name__ != "HighMemoryIssueDetector"],
+    )
     # Decoded images are large (150 KB a row at 224 px): blocks of one batch keep the actors
     # evenly fed to the end and memory small, where Ray's default (128 MiB) would hand one
     # actor ~850 images at a time (measured: a long tail with one actor idle).
@@ -337,7 +351,8 @@ def _run_pipeline(
             "are kept: rerun the same command to resume"
         ) from exc
     finally:
-        ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.target_max_block_size = saved
+        for key, value in saved.items():
+            setattr(ctx, key, value)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="the shared face data folder")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_scoring"), help="work folder")
     ap.add_argument("--skip-keras", action="store_true", help="leave out the Keras baseline")
+    ap.add_argument("--skip-plain", action="store_true", help="leave out the plain loop")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     paths = pick_images(args.data, args.images)
@@ -59,7 +60,10 @@ def main() -> None:
     results["ceiling, 1 process x all threads"] = ceiling_threads(onnx_paths, images, cpus)
     results["ceiling, 1 thread x 1 process per CPU"] = ceiling_processes(onnx_paths, images, cpus)
     del images
-    results["plain single-process loop"] = plain_loop(onnx_paths, paths, args.size, cpus, args.work)
+    if not args.skip_plain:
+        results["plain single-process loop"] = plain_loop(
+            onnx_paths, paths, args.size, cpus, args.work
+        )
     results["scoring run (Ray Data, end to end)"] = scoring_run(onnx_paths, manifest, args.work)
     if not args.skip_keras:
         results["Keras baseline (load + model.predict x3)"] = keras_baseline(

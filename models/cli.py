@@ -121,6 +121,13 @@ def cli() -> None:
     help="Focal loss focusing exponent (0 = weighted cross-entropy).",
 )
 @click.option(
+    "--label-smoothing",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Binary cross-entropy targets moved this far towards 0.5 (bce only).",
+)
+@click.option(
     "--class-weight",
     type=click.Choice(["none", "balanced"]),
     default="none",
@@ -194,6 +201,13 @@ def cli() -> None:
     default="val_auc",
     show_default=True,
     help="Validation score that picks the best epoch (checkpoint, early stopping).",
+)
+@click.option(
+    "--time-budget",
+    "time_budget_s",
+    type=float,
+    default=None,
+    help="Seconds of training: stop after the epoch that leaves too little time for another.",
 )
 @click.option(
     "--bad-images",

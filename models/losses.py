@@ -59,10 +59,13 @@ def check_focal(alpha: float, gamma: float) -> None:
         raise UsageError(f"--focal-gamma must be >= 0, got {gamma}")
 
 
-def make_loss(name: str, *, alpha: float = 0.25, gamma: float = 2.0) -> keras.losses.Loss:
-    """``"bce"`` -> binary cross-entropy; ``"focal"`` -> :class:`BinaryFocalLoss`."""
+def make_loss(
+    name: str, *, alpha: float = 0.25, gamma: float = 2.0, label_smoothing: float = 0.0
+) -> keras.losses.Loss:
+    """``"bce"`` -> binary cross-entropy (targets smoothed towards 0.5 by
+    ``label_smoothing``); ``"focal"`` -> :class:`BinaryFocalLoss`."""
     if name == "bce":
-        return keras.losses.BinaryCrossentropy(name="bce")
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing, name="bce")
     if name == "focal":
         return BinaryFocalLoss(alpha=alpha, gamma=gamma)
     raise UsageError(f"unknown loss {name!r}: choose one of {', '.join(LOSSES)}")

@@ -73,6 +73,7 @@ class TrainConfig:
     loss: str = "bce"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
     class_weight: str = "none"
     oversample: bool = False
     augment: bool = True
@@ -85,6 +86,7 @@ class TrainConfig:
     bn_momentum: float | None = None
     patience: int = 4
     monitor: str = "val_auc"
+    time_budget_s: float | None = None
     bad_images: str = "fail"
     seed: int = 0
     workers: int | None = None
@@ -122,6 +124,12 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     check_fraction(cfg.focal_alpha, "--focal-alpha")
     if cfg.focal_gamma < 0:
         raise UsageError(f"--focal-gamma must be >= 0, got {cfg.focal_gamma}")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.label_smoothing and cfg.loss != "bce":
+        raise UsageError("--label-smoothing works with --loss bce only")
+    if cfg.time_budget_s is not None:
+        check_positive_float(cfg.time_budget_s, "--time-budget")
     check_choice(cfg.class_weight, "--class-weight", CLASS_WEIGHTS)
     check_fraction(cfg.val_split, "--val-split")
     check_choice(cfg.monitor, "--monitor", MONITORS)
@@ -212,7 +220,9 @@ def train(config: TrainConfig) -> TrainResult:
         if cfg.bn_momentum is not None
         else (None if pretrained else SCRATCH_BN_MOMENTUM),
     )
-    loss = make_loss(cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
+    loss = make_loss(
+        cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing
+    )
     lr = cfg.lr or (DEFAULT_LR_PRETRAINED if pretrained else DEFAULT_LR_SCRATCH)
     model_path = run_dir / MODEL_FILENAME
     mode = "min" if cfg.monitor == "val_loss" else "max"
@@ -249,6 +259,8 @@ def train(config: TrainConfig) -> TrainResult:
         ]
         if warmup:
             callbacks.append(_LinearWarmup(rate))
+        if cfg.time_budget_s is not None:
+            callbacks.append(_TimeBudget(t_start + cfg.time_budget_s))
         result = model.fit(
             ds_train,
             validation_data=ds_val,
@@ -273,7 +285,7 @@ def train(config: TrainConfig) -> TrainResult:
             }
         )
 
-    t0 = time.perf_counter()
+    t0 = t_start = time.perf_counter()
     if pretrained:
         fit(cfg.epochs, lr, "head (frozen base)", warmup=False)
         n_layers = bb.fine_tune_layers if cfg.fine_tune_layers is None else cfg.fine_tune_layers
@@ -483,3 +495,28 @@ class _LinearWarmup:
                     self.done = True
 
         return Warmup()
+
+
+class _TimeBudget:
+    """Stop training after the epoch that leaves too little time for another one of the same
+    length before ``deadline`` (a ``time.perf_counter`` value): on a shared machine epochs
+    vary, and a fixed epoch count would overrun or waste the budget."""
+
+    def __new__(cls, deadline: float) -> Any:
+        import keras
+
+        class TimeBudget(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.epoch_start = 0.0
+
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                self.epoch_start = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+                now = time.perf_counter()
+                if now + (now - self.epoch_start) > deadline:
+                    log.info("time budget reached after epoch %d: stopping", epoch + 1)
+                    self.model.stop_training = True
+
+        return TimeBudget()

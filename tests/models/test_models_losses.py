@@ -41,3 +41,14 @@ def test_focal_loss_serialises_and_rejects_bad_parameters():
         make_loss("focal", gamma=-1)
     with pytest.raises(UsageError, match="unknown loss 'mse'"):
         make_loss("mse")
+
+
+def test_label_smoothing_moves_cross_entropy_targets_towards_one_half():
+    y = np.array([[1.0], [0.0]], dtype=np.float32)
+    p = np.array([[0.9], [0.2]], dtype=np.float32)
+    eps = 0.2
+    t = y * (1 - eps) + eps / 2  # targets 0.9 and 0.1
+    expected = np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p)))
+    got = float(make_loss("bce", label_smoothing=eps)(y, p))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert float(make_loss("bce")(y, p)) < got

@@ -217,3 +217,33 @@ def test_train_refuses_bad_input_before_building_anything(synthetic_dir, tmp_pat
     (tmp_path / "run" / "model.keras").write_bytes(b"earlier run")
     with pytest.raises(UsageError, match="already holds a trained model"):
         train(cfg())
+
+
+def test_time_budget_stops_after_the_first_epoch_and_smoothing_is_recorded(synthetic_dir, tmp_path):
+    from models.train import TrainConfig, train
+
+    base = dict(data=str(synthetic_dir), out=str(tmp_path / "run"), weights="none")
+    result = train(
+        TrainConfig(
+            **base,
+            backbone="mobilenetv2",
+            image_size=SIZE,
+            epochs=3,
+            batch_size=16,
+            augment=False,
+            label_smoothing=0.1,
+            # Shorter than any epoch: the budget must end the run after one epoch of three.
+            time_budget_s=1e-3,
+            verbose=0,
+        )
+    )
+    record = json.loads((result.run_dir / "run.json").read_text())
+    assert record["epochs_run"] == 1
+    assert record["args"]["label_smoothing"] == 0.1
+    assert record["args"]["time_budget_s"] == 1e-3
+    with pytest.raises(UsageError, match="--label-smoothing works with --loss bce only"):
+        train(TrainConfig(**base, loss="focal", label_smoothing=0.1))
+    with pytest.raises(UsageError, match=r"--label-smoothing must be in \[0, 1\)"):
+        train(TrainConfig(**base, label_smoothing=1.0))
+    with pytest.raises(UsageError, match="--time-budget"):
+        train(TrainConfig(**base, time_budget_s=0))

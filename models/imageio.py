@@ -31,7 +31,7 @@ MAX_PIXELS = 64 * 2**20
 class ErrorCode(StrEnum):
     """Stable codes for rows that could not be scored (documented in the README)."""
 
-    BAD_PATH = "bad_path"  # empty or unparsable path cell
+    BAD_PATH = "bad_path"  # empty path cell, or one no file system accepts (a NUL byte)
     OUTSIDE_ROOT = "outside_root"  # path escapes --root
     NOT_FOUND = "not_found"
     NOT_A_FILE = "not_a_file"  # a folder or a device
@@ -60,10 +60,15 @@ def as_hw(size: Size) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def check_path(path: object) -> None:
+    """``bad_path`` unless ``path`` is text a file system can take (not blank, no NUL byte)."""
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise ImageError(ErrorCode.BAD_PATH, f"no usable path: {path!r}")
+
+
 def read_image_bytes(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Read a file's bytes from a local path or a pyarrow file-system URI (``s3://``, ...)."""
-    if not isinstance(path, str) or not path.strip():
-        raise ImageError(ErrorCode.BAD_PATH, f"no usable path: {path!r}")
+    check_path(path)
     if "://" in path and not path.startswith("file://"):
         return _read_uri(path, max_bytes)
     local = _file_uri_to_path(path) if path.startswith("file://") else path

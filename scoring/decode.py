@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from models.imageio import ErrorCode, ImageError, Size, as_hw, decode_image, read_image_bytes
+from models.imageio import (
+    ErrorCode,
+    ImageError,
+    Size,
+    as_hw,
+    check_path,
+    decode_image,
+    read_image_bytes,
+)
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -78,7 +86,8 @@ def decode_paths(
     messages: list[str | None] = [None] * n
     for i, path in enumerate(paths):
         try:
-            if root is not None and path and not within_root(path, root):
+            check_path(path)  # before --root: a NUL byte would make realpath raise
+            if root is not None and not within_root(path, root):
                 raise ImageError(ErrorCode.OUTSIDE_ROOT, f"{path} is outside --root {root}")
             arrays = decode_image(read_image_bytes(path), hw)
         except ImageError as exc:

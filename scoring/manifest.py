@@ -142,6 +142,11 @@ def check_columns(names: Sequence[str], columns: ManifestColumns, source: str) -
                 f"name the right one with {option}"
             )
 
+    if columns.path not in names and len(names) == 1 and any(c in names[0] for c in ";\t|"):
+        raise DataError(
+            f"manifest {source} has one column {names[0]!r}: a manifest is comma-separated "
+            "(fields holding commas quoted); save it as CSV with commas"
+        )
     need(columns.path, "--path-column")
     if columns.id is not None:
         need(columns.id, "--id-column")
@@ -225,6 +230,15 @@ def _normalise(batch: pa.RecordBatch, columns: ManifestColumns, base: str, first
     n = batch.num_rows
     raw = _as_strings(batch.column(columns.path), columns.path)
     raw_list = raw.to_pylist()
+    for i, cell in enumerate(raw_list):
+        if cell is not None and ("\n" in cell or "\r" in cell):
+            # Legal CSV, but in a list of image paths it is a quote left open: the lines
+            # after it were swallowed into this cell, and their rows would be lost.
+            raise DataError(
+                f"manifest row {first + i} has a path cell spanning several lines "
+                f'({cell[:60]!r}...): a quote (") left open swallows the lines after it; '
+                "close or remove it and rerun"
+            )
     arrays: dict[str, Any] = {
         "row": pa.array(np.arange(first, first + n, dtype=np.int64)),
         # The id defaults to the path as the manifest spells it: stable when the manifest moves.
@@ -311,7 +325,8 @@ class _open_batches:
                 column_types=types, include_columns=self.columns, strings_can_be_null=False
             )
             reader = csv.open_csv(self._stream, convert_options=convert)
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            # UnicodeDecodeError: a header that is not UTF-8 (UTF-16 from a spreadsheet)
             raise _csv_error(exc, location, 0) from None
         return list(reader.schema.names), _checked_csv(reader, location)
 
@@ -333,7 +348,7 @@ def _checked_csv(reader: Any, location: str) -> Iterator[pa.RecordBatch]:
             batch = reader.read_next_batch()
         except StopIteration:
             return
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise _csv_error(exc, location, done) from None
         done += batch.num_rows
         yield batch
@@ -345,6 +360,11 @@ def _csv_error(exc: Exception, location: str, done: int) -> DataError:
         return DataError(
             f"manifest {location} is empty: it needs a header line with a path column and "
             "one line per image"
+        )
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(
+            f"manifest {location} cannot be read as UTF-8 CSV: its header is not UTF-8 "
+            f"({text}); save it as UTF-8 (not UTF-16 or a legacy code page) and rerun"
         )
     where = f" after data row {done}" if done else ""
     return DataError(

@@ -196,6 +196,11 @@ class EnsembleSpec:
             ) from None
         except OSError as exc:
             raise DataError(f"cannot read ensemble file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise DataError(
+                f"ensemble file {path} is not a JSON text file (not UTF-8): give the "
+                "ensemble.json that 'genderscore ensemble tune' wrote"
+            ) from None
         try:
             content = json.loads(text)
         except json.JSONDecodeError as exc:

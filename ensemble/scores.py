@@ -61,6 +61,7 @@ def read_scores(path: str | Path | Sequence[str | Path]) -> ScoresFile:
         path = files[0].parent
     elif Path(path).is_dir():
         path = Path(path)
+        _refuse_nightly_root(path)
         # hidden and '_'-prefixed entries are skipped, as pyarrow's dataset discovery does
         # (scoring stages unfinished parts in a hidden folder)
         files = sorted(
@@ -110,6 +111,18 @@ def read_scores(path: str | Path | Sequence[str | Path]) -> ScoresFile:
             f"describe them (described: {', '.join(names)}); score again or drop the column"
         )
     return ScoresFile(path=str(path), table=table, meta=metas[0], models=models)
+
+
+def _refuse_nightly_root(path: Path) -> None:
+    """A nightly ``scoring run --out`` holds one ``run_date=YYYY-MM-DD`` folder per run: its
+    dates are separate runs (the same rows again, or with --incremental only the new ones),
+    so they are never read as one set of scores."""
+    dates = sorted(p.name for p in path.glob("run_date=*") if (p / "_SUCCESS").is_file())
+    if dates:
+        raise DataError(
+            f"{path} holds nightly runs ({', '.join(dates[-3:])}{', ...' if len(dates) > 3 else ''}"
+            f"): give one date's folder, e.g. {path / dates[-1]}"
+        )
 
 
 def _metadata(table: pa.Table, path: Path) -> dict:

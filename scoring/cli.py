@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-import click
+import logging
 
+import click
+from click.core import ParameterSource
+
+from models.errors import GenderscoreError
 from scoring.options import DEFAULT_BATCH_SIZE
+
+log = logging.getLogger("scoring")
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager: the file's values become defaults, so flags given on the command line win."""
+    if value is not None:
+        from scoring.config import read_config
+
+        ctx.default_map = {**(ctx.default_map or {}), **read_config(value, ctx.command)}
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,6 +28,15 @@ def cli() -> None:
 
 
 @cli.command("run")
+@click.option(
+    "--config",
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    metavar="FILE.toml",
+    help="Read options from a TOML file: each option under its long name with underscores "
+    "(batch_size = 16); relative paths are relative to the file; flags override it.",
+)
 @click.option(
     "--manifest",
     required=True,
@@ -31,7 +55,34 @@ def cli() -> None:
 @click.option(
     "--out",
     required=True,
-    help="Output folder; it appears complete (part-*.parquet, _summary.json, _SUCCESS) or not at all.",
+    help="Output root: each run goes to OUT/run_date=YYYY-MM-DD/ (part-*.parquet, _summary.json, "
+    "_SUCCESS), which appears complete or not at all.",
+)
+@click.option(
+    "--run-date",
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="The date folder to write. Default: today (this machine's local date).",
+)
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Leave out rows whose id an earlier committed date scored ok with the same ensemble "
+    "version (or models); needs --id-column.",
+)
+@click.option(
+    "--max-error-rate",
+    type=float,
+    default=None,
+    metavar="F",
+    help="Exit with code 3 (after committing) when more than this fraction of the rows are errors.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text or as JSON objects, one per line; both carry the run id.",
 )
 @click.option(
     "--ray-address",
@@ -82,9 +133,16 @@ def cli() -> None:
     help="Only read images inside this folder (or URI prefix); other paths become outside_root rows.",
 )
 @click.option(
+    "--rows-per-file",
+    type=int,
+    default=None,
+    help="Rows per output Parquet file (at least): also the most work a crash can lose per "
+    "writer. Default 5000.",
+)
+@click.option(
     "--force",
     is_flag=True,
-    help="Replace an output folder that already holds a committed run.",
+    help="Score the date again even if it is already committed (replaced in one step).",
 )
 @click.option(
     "--progress/--no-progress",
@@ -98,6 +156,10 @@ def run(
     models: tuple[str, ...],
     ensemble: str | None,
     out: str,
+    run_date: str | None,
+    incremental: bool,
+    max_error_rate: float | None,
+    log_format: str,
     ray_address: str | None,
     batch_size: int,
     num_workers: int | None,
@@ -107,45 +169,100 @@ def run(
     label_column: str | None,
     keep_columns: tuple[str, ...],
     root: str | None,
+    rows_per_file: int | None,
     force: bool,
     progress: bool,
     more_models: tuple[str, ...],
 ) -> None:
-    """Score every row of a manifest: one Parquet row per manifest row, bad images included."""
-    from rich.console import Console
+    """Score every row of a manifest into OUT/run_date=YYYY-MM-DD: one Parquet row per
+    manifest row, bad images included. A committed date is not scored again (unless --force);
+    a crashed one resumes."""
+    from scoring.internal import logs
 
-    from scoring.run import score_manifest
-    from scoring.summary import format_summary
-
+    ctx = click.get_current_context()
     if more_models and not models:
         raise click.UsageError(
             f"unexpected argument(s) {' '.join(more_models)}: model files go after --models"
         )
     # `--models a.onnx b.onnx`: click gives the first to --models, the rest arrive here.
     all_models = [*models, *more_models]
-    result = score_manifest(
+    # A flag overrides the config file also across the either-or of --models / --ensemble.
+    from_file = ParameterSource.DEFAULT_MAP
+    if ensemble and all_models and ctx.get_parameter_source("models") == from_file:
+        all_models = []
+    elif ensemble and all_models and ctx.get_parameter_source("ensemble") == from_file:
+        ensemble = None
+    logs.configure(log_format)
+    logs.set_run_id(None)
+    options = {
+        "ray_address": ray_address,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "worker_threads": worker_threads,
+        "path_column": path_column,
+        "id_column": id_column,
+        "label_column": label_column,
+        "keep_columns": keep_columns,
+        "root": root,
+        "force": force,
+        # progress bars are not log lines: none with JSON logs
+        "progress": progress and log_format == "text",
+    }
+    if rows_per_file is not None:
+        options["rows_per_file"] = rows_per_file
+    try:
+        _run_nightly(manifest, all_models, ensemble, out, run_date, incremental,
+                     max_error_rate, log_format, options)  # fmt: skip
+    except GenderscoreError as exc:
+        run_id = logs.current_run_id()
+        message = " ".join(str(exc).split())
+        if log_format == "json":
+            log.error(message, extra={"event": "error", "exit_code": exc.exit_code})
+            raise click.exceptions.Exit(exc.exit_code) from None
+        if run_id is not None:
+            raise type(exc)(f"{message} [run {run_id}]") from None
+        raise
+
+
+def _run_nightly(
+    manifest: str,
+    models: list[str],
+    ensemble: str | None,
+    out: str,
+    run_date: str | None,
+    incremental: bool,
+    max_error_rate: float | None,
+    log_format: str,
+    options: dict,
+) -> None:
+    from rich.console import Console
+
+    from scoring.nightly import check_error_rate, check_max_error_rate, run_nightly
+    from scoring.summary import format_summary
+
+    check_max_error_rate(max_error_rate)
+    result = run_nightly(
         manifest,
-        models=all_models or None,
+        models=models or None,
         ensemble=ensemble,
         out=out,
-        ray_address=ray_address,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        worker_threads=worker_threads,
-        path_column=path_column,
-        id_column=id_column,
-        label_column=label_column,
-        keep_columns=keep_columns,
-        root=root,
-        force=force,
-        progress=progress,
+        run_date=run_date,
+        incremental=incremental,
+        **options,
     )
-    console = Console(highlight=False, soft_wrap=True)
-    if result.skipped:
-        console.print(
-            f"{result.out} already holds this run's committed output "
-            f"(run {result.summary.get('run_id')}): nothing to do; --force scores again"
-        )
-        return
-    for line in format_summary(result.summary):
-        console.print(line, markup=False)
+    if log_format == "json":
+        what = "already committed: nothing to do" if result.skipped else "committed"
+        log.info("%s %s", result.out, what, extra={"event": "summary", "summary": result.summary})
+    else:
+        console = Console(highlight=False, soft_wrap=True)
+        if result.skipped:
+            console.print(
+                f"{result.out} is already committed (run {result.summary.get('run_id')}): "
+                "nothing to do; --force scores it again",
+                markup=False,
+            )
+        else:
+            for line in format_summary(result.summary):
+                console.print(line, markup=False)
+    if max_error_rate is not None:
+        check_error_rate(result, max_error_rate)

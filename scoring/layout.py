@@ -10,6 +10,7 @@ For ``--out OUT`` (``OUT`` may be ``ROOT/run_date=YYYY-MM-DD`` in the nightly la
         state.json                pyarrow/Spark dataset discovery, so readers never see it)
         todo/part-*.parquet       the staged manifest rows still to score
         parts/part-*.parquet      scored rows written so far (becomes OUT on commit)
+        workers/*.json            rows each scorer actor scored, and on which Ray node
     .OUT.lock                     one run per output at a time
 
 A run that dies leaves ``.OUT.staging``. The next run of the same job (same manifest bytes,
@@ -88,6 +89,7 @@ class RunLayout:
         self.staging = self.final.parent / f".{self.final.name}.staging"
         self.todo = self.staging / "todo"
         self.parts = self.staging / "parts"
+        self.tally = self.staging / "workers"
         self.state_file = self.staging / "state.json"
         self.lock_file = self.final.parent / f".{self.final.name}.lock"
 
@@ -164,6 +166,9 @@ class RunLayout:
     def clear_todo(self) -> None:
         shutil.rmtree(self.todo, ignore_errors=True)
 
+    def todo_files(self) -> list[Path]:
+        return sorted(self.todo.glob("*.parquet")) if self.todo.is_dir() else []
+
     def part_files(self) -> list[Path]:
         return sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
 
@@ -199,10 +204,16 @@ class RunLayout:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def verify_parts(parts: list[Path], n_rows: int) -> PartsCheck:
-    """Check that rows ``0..n_rows-1`` appear exactly once across ``parts``; rows written
-    twice (a retried write) are removed from the later file. Reads only the ``row`` column."""
+def verify_parts(
+    parts: list[Path], n_rows: int, *, skipped: np.ndarray | None = None
+) -> PartsCheck:
+    """Check that rows ``0..n_rows-1`` (but ``skipped``: left out by an incremental run)
+    appear exactly once across ``parts``; rows written twice (a retried write) are removed
+    from the later file. Reads only the ``row`` column."""
     seen = np.zeros(n_rows, dtype=bool)
+    expected = np.ones(n_rows, dtype=bool)
+    if skipped is not None and skipped.size:
+        expected[skipped] = False
     removed = 0
     kept: list[str] = []
     for f in parts:
@@ -229,9 +240,9 @@ def verify_parts(parts: list[Path], n_rows: int) -> PartsCheck:
             os.replace(tmp, f)
         seen[rows] = True
         kept.append(str(f))
-    missing = int((~seen).sum())
+    missing = int((expected & ~seen).sum())
     if missing:
-        first_missing = int(np.flatnonzero(~seen)[0])
+        first_missing = int(np.flatnonzero(expected & ~seen)[0])
         raise GenderscoreError(
             f"{missing} of {n_rows} manifest rows have no output (first: row {first_missing}); "
             "rerun the same command to score them"

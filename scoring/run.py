@@ -20,15 +20,20 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.errors import DataError, GenderscoreError, UsageError
 from scoring.decode import decode_batch, normalise_root
+from scoring.incremental import PriorScores, drop_prior_rows, load_prior
+from scoring.internal import logs
 from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_workers, ray_session
 from scoring.internal.hashing import sha256_json
+from scoring.internal.tally import TalliedScorer, read_tally
 from scoring.layout import RunLayout, RunState, new_run_id, utc_now, verify_parts
 from scoring.manifest import (
     ManifestColumns,
@@ -41,7 +46,7 @@ from scoring.manifest import (
     stage_manifest,
 )
 from scoring.modelset import ModelRef, load_models, read_model_bytes
-from scoring.onnx_scorer import OnnxScorer, output_schema
+from scoring.onnx_scorer import output_schema
 from scoring.options import ScoringOptions, check_options
 from scoring.summary import collect_stats
 
@@ -66,6 +71,8 @@ def score_manifest(
     models: Sequence[str | os.PathLike[str]] | None = None,
     ensemble: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str],
+    incremental_from: Sequence[str | os.PathLike[str]] | None = None,
+    extra_summary: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> ScoringResult:
     """Score every row of ``manifest`` with ``models`` (or the models of ``ensemble``) into
@@ -76,6 +83,12 @@ def score_manifest(
     ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``.
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
     resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
+
+    ``incremental_from``: earlier committed outputs (oldest first); manifest rows whose id
+    (``id_column`` is then required) one of them scored ok with the same ensemble version or
+    models are not scored again, and the summary's ``incremental`` says where they are (see
+    :mod:`scoring.incremental`). ``extra_summary``: more keys for ``_summary.json`` and the
+    Parquet metadata (the nightly layer adds ``run_date``).
     """
     started = time.perf_counter()
     known = {f.name for f in fields(ScoringOptions)}
@@ -86,12 +99,29 @@ def score_manifest(
         models=models, ensemble=ensemble, out=out, options=ScoringOptions(**options)
     )
     layout = RunLayout(out)
+    if incremental_from is not None and opts.id_column is None:
+        raise UsageError(
+            "--incremental needs --id-column: the manifest column whose ids say which images "
+            "earlier runs already scored (paths are not stable ids)"
+        )
     spec, refs = _resolve_models(models, ensemble)
-    job = _Job.describe(manifest, opts, refs, spec)
+    prior = None
+    if incremental_from is not None:
+        assert opts.id_column is not None
+        prior = load_prior(
+            [p for p in incremental_from if Path(p).absolute() != layout.final],
+            id_column=opts.id_column,
+            models=[(r.name, r.sha256) for r in refs],
+            ensemble_version=spec.version if spec is not None else None,
+        )
+    job = _Job.describe(manifest, opts, refs, spec, prior)
     layout.check_out_free()
+    extra = dict(extra_summary or {})
     try:
         with layout.locked():
-            return _score_locked(layout, manifest, opts, refs, spec, job, ensemble, started)
+            return _score_locked(
+                layout, manifest, opts, refs, spec, job, ensemble, started, prior, extra
+            )
     except PermissionError as exc:
         raise UsageError(
             f"cannot write beside --out {layout.final}: {exc.strerror} ({exc.filename}); "
@@ -113,12 +143,20 @@ def _score_locked(
     job: _Job,
     ensemble: str | os.PathLike[str] | None,
     started: float,
+    prior: PriorScores | None,
+    extra: dict[str, Any],
 ) -> ScoringResult:
     """Everything done while holding the output's lock: skip, resume or start, score, commit."""
     if layout.committed:
         summary = layout.committed_summary()
         if summary.get("job_key") == job.key and not opts.force:
-            log.info("%s already holds this run's committed output: nothing to do", layout.final)
+            logs.set_run_id(summary.get("run_id"))
+            log.info(
+                "%s already holds this run's committed output (run %s): nothing to do; "
+                "--force scores again",
+                layout.final,
+                summary.get("run_id"),
+            )
             return ScoringResult(layout.final, layout.committed_files(), summary, True)
         if not opts.force:
             raise UsageError(
@@ -126,12 +164,39 @@ def _score_locked(
                 "or options: pass --force to replace it, or choose another --out"
             )
     state = _start_attempt(layout, job.key)
+    logs.set_run_id(state.run_id)
+    log.info(
+        "run %s (attempt %d): %s -> %s", state.run_id, state.attempts, job.location, layout.final
+    )
     staged = _stage(layout, manifest, job, opts, state)
+    skipped = np.zeros(0, np.int64)
+    incremental = None
+    if prior is not None:
+        skipped, counts, left = drop_prior_rows(layout.todo_files(), prior)
+        staged = dataclasses.replace(staged, todo=left)
+        incremental = {
+            "id_column": job.columns.id,
+            "rows_skipped": int(skipped.size),
+            # where the skipped rows are: every earlier output that matched, and how many of
+            # this manifest's rows each holds
+            "sources": [
+                {"output": src.output, "run_id": src.run_id, "rows": int(n)}
+                for src, n in zip(prior.sources, counts, strict=True)
+            ],
+        }
+        log.info(
+            "incremental: %d of %d rows already scored by earlier runs (%s)",
+            skipped.size,
+            staged.rows,
+            ", ".join(f"{Path(s['output']).name}: {s['rows']}" for s in incremental["sources"])
+            or "no matching earlier output",
+        )
     meta = {
         "run_id": state.run_id,
         "created_at": state.created_at,
         "models": [r.to_dict() for r in refs],
         "ensemble_version": spec.version if spec is not None else None,
+        **extra,
     }
     schema = output_schema(staged.schema, refs, ensemble=spec is not None, metadata=meta)
     plan: WorkerPlan | None = None
@@ -143,8 +208,11 @@ def _score_locked(
             t0 = time.perf_counter()
             _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
             pipeline_s = time.perf_counter() - t0
-    check = verify_parts(layout.part_files(), staged.rows)
+    check = verify_parts(layout.part_files(), staged.rows, skipped=skipped)
+    stats = collect_stats(check.files)
     wall = time.perf_counter() - started
+    in_output = staged.rows - int(skipped.size)
+    errors = sum(n for status, n in stats["rows_by_status"].items() if status != "ok")
     summary = {
         **meta,
         "committed_at": utc_now(),
@@ -153,9 +221,13 @@ def _score_locked(
         "manifest_sha256": job.fingerprint,
         "job_key": job.key,
         "rows": staged.rows,
-        **collect_stats(check.files),
+        "rows_in_output": in_output,
+        **stats,
+        "error_rate": round(errors / in_output, 6) if in_output else 0.0,
         "rows_scored": staged.todo,
-        "rows_resumed": staged.rows - staged.todo,
+        "rows_resumed": in_output - staged.todo,
+        "rows_skipped": int(skipped.size),
+        "incremental": incremental,
         "duplicates_removed": check.duplicates_removed,
         "attempts": state.attempts,
         "wall_time_s": round(wall, 3),
@@ -177,6 +249,9 @@ def _score_locked(
             "actor_cpus": plan.actor_cpus if plan else None,
             "cluster_cpus": plan.cluster_cpus if plan else None,
             "batch_size": opts.batch_size,
+            # rows each node's scorer actors scored, over every attempt (work redone after a
+            # lost worker counts twice)
+            "nodes": read_tally(layout.tally) if plan else {},
         },
         "parquet_files": [Path(f).name for f in check.files],
         "versions": _versions(),
@@ -197,24 +272,30 @@ class _Job:
 
     @classmethod
     def describe(
-        cls, manifest: str | os.PathLike[str], opts: ScoringOptions, refs: list[ModelRef], spec: Any
+        cls,
+        manifest: str | os.PathLike[str],
+        opts: ScoringOptions,
+        refs: list[ModelRef],
+        spec: Any,
+        prior: PriorScores | None = None,
     ) -> _Job:
         location = manifest_location(manifest)
         columns = check_columns(read_header(manifest), opts.columns, location)
         fingerprint = manifest_fingerprint(manifest)
         root = normalise_root(opts.root)
-        key = sha256_json(
-            {
-                "manifest_sha256": fingerprint,
-                # relative paths resolve against the manifest's folder: moved, it is another job
-                "manifest_base": manifest_base(location),
-                "columns": [columns.path, columns.id, columns.label, list(columns.keep)],
-                "root": root,
-                "models": [(r.name, r.sha256) for r in refs],
-                "ensemble_version": spec.version if spec is not None else None,
-            }
-        )
-        return cls(location, columns, fingerprint, root, key)
+        described = {
+            "manifest_sha256": fingerprint,
+            # relative paths resolve against the manifest's folder: moved, it is another job
+            "manifest_base": manifest_base(location),
+            "columns": [columns.path, columns.id, columns.label, list(columns.keep)],
+            "root": root,
+            "models": [(r.name, r.sha256) for r in refs],
+            "ensemble_version": spec.version if spec is not None else None,
+        }
+        if prior is not None:
+            # the rows left out depend on which earlier outputs held them
+            described["incremental_from"] = prior.key
+        return cls(location, columns, fingerprint, root, sha256_json(described))
 
 
 def _start_attempt(layout: RunLayout, job_key: str) -> RunState:
@@ -322,13 +403,15 @@ def _run_pipeline(
             batch_size=opts.batch_size,
             num_cpus=TASK_CPUS,
         )
+        layout.tally.mkdir(parents=True, exist_ok=True)
         ds = ds.map_batches(
-            OnnxScorer,
+            TalliedScorer,
             fn_constructor_kwargs={
                 "models": payload,
                 "threads": plan.threads,
                 "schema": schema,
                 "ensemble": spec.content if spec is not None else None,
+                "tally_dir": str(layout.tally),
             },
             batch_format="pyarrow",
             batch_size=opts.batch_size,

@@ -60,6 +60,21 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
         + ")",
         "  models: " + ", ".join(f"{m['name']} ({m['sha256'][:12]})" for m in summary["models"]),
     ]
+    if summary.get("run_date"):
+        lines[0] += f" (run date {summary['run_date']})"
+    incremental = summary.get("incremental")
+    if incremental:
+        where = ", ".join(
+            f"{s['rows']} in {s['output']}" for s in incremental["sources"] if s["rows"]
+        )
+        lines.insert(
+            2,
+            f"  incremental: {incremental['rows_skipped']} rows already scored by earlier runs"
+            + (f" ({where})" if where else ""),
+        )
+    nodes = (summary.get("ray") or {}).get("nodes") or {}
+    if len(nodes) > 1:
+        lines.append("  nodes: " + ", ".join(f"{n['ip']} {n['rows']} rows" for n in nodes.values()))
     if summary.get("ensemble_version"):
         lines.append(
             f"  ensemble {summary['ensemble_version']} (threshold {summary['threshold']:.6g})"

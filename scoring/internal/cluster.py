@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from models.errors import GenderscoreError, UsageError
+from scoring.internal import logs
 
 log = logging.getLogger("scoring")
 
@@ -51,6 +52,8 @@ def ray_session(address: str | None) -> Iterator[str]:
     import ray
 
     if ray.is_initialized():
+        logs.adopt_library_loggers()
+        logs.forward_worker_logs()
         if address:
             log.warning(
                 "Ray is already initialised in this process: --ray-address %s unused", address
@@ -66,6 +69,9 @@ def ray_session(address: str | None) -> Iterator[str]:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise GenderscoreError(f"cannot start or join {where}: {exc}") from None
+    # With --log-format json, Ray's own and its workers' lines go through the run's handler.
+    logs.adopt_library_loggers()
+    logs.forward_worker_logs()
     try:
         yield address or "local"
     finally:

@@ -1,0 +1,144 @@
+"""The nightly layout on top of :func:`scoring.run.score_manifest`.
+
+``score_manifest`` writes exactly the folder it is given. A nightly run gives it
+``OUT/run_date=YYYY-MM-DD`` (a Hive-style partition: pyarrow, Spark and DuckDB read ``OUT`` as
+one dataset with a ``run_date`` column, and skip the hidden staging folders beside each
+date)::
+
+    OUT/
+        run_date=2026-11-26/      committed: part-*.parquet, _summary.json, _SUCCESS
+        run_date=2026-11-27/
+        .run_date=2026-11-28.staging/   a run in progress or crashed (hidden)
+        .run_date=2026-11-28.lock
+
+Each date is committed by one rename, so a reader sees a date complete or not at all; a rerun
+of a committed date is a no-op, a crashed date resumes, ``--incremental`` reuses the ids the
+earlier committed dates scored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from models.errors import ErrorRateExceeded, UsageError
+from scoring.layout import SUCCESS, SUMMARY
+from scoring.run import ScoringResult, score_manifest
+
+DATE_PREFIX = "run_date="
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_run_date(value: str | date | None) -> date:
+    """``YYYY-MM-DD`` (or a ``date``) -> date; None -> today (this machine's local date)."""
+    if value is None:
+        return date.today()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    try:
+        if not _DATE_RE.match(text):
+            raise ValueError
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--run-date must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def date_folder(out: str | os.PathLike[str], run_date: date) -> Path:
+    """``OUT/run_date=YYYY-MM-DD``."""
+    return Path(os.fspath(out)).expanduser().absolute() / f"{DATE_PREFIX}{run_date.isoformat()}"
+
+
+def committed_dates(out: str | os.PathLike[str]) -> list[tuple[date, Path]]:
+    """The committed date folders under ``OUT``, oldest first."""
+    root = Path(os.fspath(out)).expanduser().absolute()
+    found = []
+    for child in root.glob(f"{DATE_PREFIX}*") if root.is_dir() else []:
+        text = child.name[len(DATE_PREFIX) :]
+        if _DATE_RE.match(text) and (child / SUCCESS).is_file():
+            try:
+                found.append((date.fromisoformat(text), child))
+            except ValueError:
+                continue
+    return sorted(found)
+
+
+def run_nightly(
+    manifest: str | os.PathLike[str],
+    *,
+    models: Sequence[str | os.PathLike[str]] | None = None,
+    ensemble: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str],
+    run_date: str | date | None = None,
+    incremental: bool = False,
+    max_error_rate: float | None = None,
+    **options: Any,
+) -> ScoringResult:
+    """Score ``manifest`` into ``OUT/run_date=YYYY-MM-DD`` (default today).
+
+    ``options`` are :func:`scoring.run.score_manifest`'s. ``incremental``: ids that an earlier
+    committed date scored ok with the same ensemble version (or models) are left out (needs
+    ``id_column``). ``max_error_rate``: after the commit, raise :class:`ErrorRateExceeded`
+    (its ``result`` attribute holds the result) when the date's share of error rows is above it.
+    """
+    day = parse_run_date(run_date)
+    check_max_error_rate(max_error_rate)
+    text = os.fspath(out)
+    if "://" in text:
+        raise UsageError(
+            f"--out {text}: write to a local or shared (mounted) folder; committing by rename "
+            "needs a file system, object storage URIs are not supported yet"
+        )
+    root = Path(text).expanduser().absolute()
+    if (root / SUCCESS).is_file() or (root / SUMMARY).is_file():
+        raise UsageError(
+            f"--out {root} is itself one committed scoring output: a nightly --out is the folder "
+            f"that holds the {DATE_PREFIX}YYYY-MM-DD folders; choose another --out"
+        )
+    earlier = [p for d, p in committed_dates(root) if d < day] if incremental else None
+    result = score_manifest(
+        manifest,
+        models=models,
+        ensemble=ensemble,
+        out=date_folder(root, day),
+        incremental_from=earlier,
+        extra_summary={"run_date": day.isoformat()},
+        **options,
+    )
+    if max_error_rate is not None:
+        check_error_rate(result, max_error_rate)
+    return result
+
+
+def check_max_error_rate(value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UsageError(f"--max-error-rate must be a fraction from 0 to 1, got {value!r}")
+
+
+def error_rate(summary: dict[str, Any]) -> tuple[float, int, int]:
+    """``(rate, error rows, rows in the output)`` of a summary (older summaries included)."""
+    by_status = summary.get("rows_by_status") or {}
+    rows = sum(by_status.values())
+    errors = sum(n for status, n in by_status.items() if status != "ok")
+    return (errors / rows if rows else 0.0), errors, rows
+
+
+def check_error_rate(result: ScoringResult, limit: float) -> None:
+    """Raise :class:`ErrorRateExceeded` when the output's error rate is above ``limit``. The
+    output stays committed: the rows are all there, the alarm is about the inputs."""
+    rate, errors, rows = error_rate(result.summary)
+    if rate > limit:
+        codes = result.summary.get("errors_by_code") or {}
+        top = ", ".join(f"{c} {n}" for c, n in list(codes.items())[:3])
+        exc = ErrorRateExceeded(
+            f"error rate {rate:.2%} ({errors} of {rows} rows; {top}) is above --max-error-rate "
+            f"{limit:g}; the output is committed at {result.out}: see its {SUMMARY}"
+        )
+        exc.result = result  # type: ignore[attr-defined]
+        raise exc

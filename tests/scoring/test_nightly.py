@@ -16,8 +16,8 @@ from nightly_support import id_rows, read_date, summary_of, write_faces, write_m
 from ensemble.scores import read_scores
 from models.cli_support import run_cli
 from models.errors import DataError
-from scoring.incremental import matches
 from scoring.cli import cli
+from scoring.incremental import matches
 
 PROG = "genderscore scoring"
 

@@ -226,11 +226,13 @@ def test_cli_scores_with_several_models_and_prints_a_summary(
     out = tmp_path / "cli"
     args = ["run", "--manifest", str(corpus.manifest), "--models",
             *[str(p) for p in onnx_models.values()], "--out", str(out),
-            "--batch-size", "8", "--no-progress", "--root", str(corpus.folder)]  # fmt: skip
+            "--batch-size", "8", "--no-progress", "--root", str(corpus.folder),
+            "--run-date", "2026-11-27"]  # fmt: skip
     assert run_cli(cli, "genderscore scoring", args) == 0
     printed = capsys.readouterr().out
-    assert f"{len(corpus.expected)} rows -> {out}" in printed and "outside_root 1" in printed
-    assert read_out(out).num_rows == len(corpus.expected)
+    day = out / "run_date=2026-11-27"
+    assert f"{len(corpus.expected)} rows -> {day}" in printed and "outside_root 1" in printed
+    assert read_out(day).num_rows == len(corpus.expected)
     code = run_cli(cli, "genderscore scoring", ["run", "--manifest", str(tmp_path / "m.csv"),
                    "--out", str(out), "--batch-size", "0", "--models", "a.onnx"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

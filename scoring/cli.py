@@ -193,6 +193,8 @@ def run(
     elif ensemble and all_models and ctx.get_parameter_source("ensemble") == from_file:
         ensemble = None
     logs.configure(log_format)
+    if log_format == "json":
+        logs.wrap_std_fds()  # Ray's C++ lines and printed messages too
     logs.set_run_id(None)
     options = {
         "ray_address": ray_address,
@@ -237,10 +239,16 @@ def _run_nightly(
 ) -> None:
     from rich.console import Console
 
-    from scoring.nightly import check_error_rate, check_max_error_rate, run_nightly
+    from scoring.internal import logs
+    from scoring.layout import new_run_id
+    from scoring.nightly import check_error_rate, check_max_error_rate, expected_run_id, run_nightly
     from scoring.summary import format_summary
 
     check_max_error_rate(max_error_rate)
+    # Every line carries the run id, also those before the run's folder is locked.
+    run_id = expected_run_id(out, run_date) if "://" not in out else None
+    new_id = new_run_id()
+    logs.set_run_id(run_id or new_id)
     result = run_nightly(
         manifest,
         models=models or None,
@@ -248,6 +256,7 @@ def _run_nightly(
         out=out,
         run_date=run_date,
         incremental=incremental,
+        run_id=new_id,
         **options,
     )
     if log_format == "json":

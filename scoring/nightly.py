@@ -25,8 +25,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from models.errors import ErrorRateExceeded, UsageError
-from scoring.layout import SUCCESS, SUMMARY
+from models.errors import ErrorRateExceeded, GenderscoreError, UsageError
+from scoring.layout import SUCCESS, SUMMARY, RunLayout
 from scoring.run import ScoringResult, score_manifest
 
 DATE_PREFIX = "run_date="
@@ -76,6 +76,7 @@ def run_nightly(
     run_date: str | date | None = None,
     incremental: bool = False,
     max_error_rate: float | None = None,
+    run_id: str | None = None,
     **options: Any,
 ) -> ScoringResult:
     """Score ``manifest`` into ``OUT/run_date=YYYY-MM-DD`` (default today).
@@ -107,11 +108,26 @@ def run_nightly(
         out=date_folder(root, day),
         incremental_from=earlier,
         extra_summary={"run_date": day.isoformat()},
+        run_id=run_id,
         **options,
     )
     if max_error_rate is not None:
         check_error_rate(result, max_error_rate)
     return result
+
+
+def expected_run_id(out: str | os.PathLike[str], run_date: str | date | None) -> str | None:
+    """The run id a run of this date will log under, read without the lock: the committed
+    run's, or the crashed run's it would resume; None for a new run."""
+    folder = date_folder(out, parse_run_date(run_date))
+    layout = RunLayout(folder)
+    if layout.committed:
+        try:
+            return str(layout.committed_summary().get("run_id"))
+        except GenderscoreError:
+            return None
+    state = layout.load_state()
+    return state.run_id if state is not None else None
 
 
 def check_max_error_rate(value: float | None) -> None:

@@ -73,6 +73,7 @@ def score_manifest(
     out: str | os.PathLike[str],
     incremental_from: Sequence[str | os.PathLike[str]] | None = None,
     extra_summary: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
     **options: Any,
 ) -> ScoringResult:
     """Score every row of ``manifest`` with ``models`` (or the models of ``ensemble``) into
@@ -88,7 +89,8 @@ def score_manifest(
     (``id_column`` is then required) one of them scored ok with the same ensemble version or
     models are not scored again, and the summary's ``incremental`` says where they are (see
     :mod:`scoring.incremental`). ``extra_summary``: more keys for ``_summary.json`` and the
-    Parquet metadata (the nightly layer adds ``run_date``).
+    Parquet metadata (the nightly layer adds ``run_date``). ``run_id``: the id a new run
+    gets (default: a fresh one); a resumed run keeps the id of its first attempt.
     """
     started = time.perf_counter()
     known = {f.name for f in fields(ScoringOptions)}
@@ -120,7 +122,7 @@ def score_manifest(
     try:
         with layout.locked():
             return _score_locked(
-                layout, manifest, opts, refs, spec, job, ensemble, started, prior, extra
+                layout, manifest, opts, refs, spec, job, ensemble, started, prior, extra, run_id
             )
     except PermissionError as exc:
         raise UsageError(
@@ -145,6 +147,7 @@ def _score_locked(
     started: float,
     prior: PriorScores | None,
     extra: dict[str, Any],
+    run_id: str | None,
 ) -> ScoringResult:
     """Everything done while holding the output's lock: skip, resume or start, score, commit."""
     if layout.committed:
@@ -163,7 +166,7 @@ def _score_locked(
                 f"--out {layout.final} holds a committed run of another manifest, models "
                 "or options: pass --force to replace it, or choose another --out"
             )
-    state = _start_attempt(layout, job.key)
+    state = _start_attempt(layout, job.key, run_id)
     logs.set_run_id(state.run_id)
     log.info(
         "run %s (attempt %d): %s -> %s", state.run_id, state.attempts, job.location, layout.final
@@ -298,14 +301,14 @@ class _Job:
         return cls(location, columns, fingerprint, root, sha256_json(described))
 
 
-def _start_attempt(layout: RunLayout, job_key: str) -> RunState:
+def _start_attempt(layout: RunLayout, job_key: str, run_id: str | None = None) -> RunState:
     """The staging folder's state for this job: resumed if it is this job's, else new."""
     state = layout.load_state()
     if state is None or state.job_key != job_key:
         if state is not None:
             log.warning("discarding %s: it belongs to another job", layout.staging)
         layout.reset()
-        state = RunState(job_key=job_key, run_id=new_run_id(), created_at=utc_now())
+        state = RunState(job_key=job_key, run_id=run_id or new_run_id(), created_at=utc_now())
     state.attempts += 1
     layout.save_state(state)
     return state

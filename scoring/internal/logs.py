@@ -8,9 +8,13 @@ the lines Ray forwards from its worker processes are turned into records too, so
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import re
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -20,7 +24,9 @@ LIBRARY_LOGGERS = ("ray", "ray.data", "ray.serve", "ray.train", "ray.tune")
 _WORKER_LOGGER = "ray.worker"
 _HANDLER_NAME = "genderscore-run"
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its "(raylet)" prefixes
 _run_id: str | None = None
+_real_stderr: TextIO | None = None
 
 
 def set_run_id(run_id: str | None) -> None:
@@ -65,14 +71,15 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [run %(run_id)s] %(name)s: %(message)s"
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a line is emitted (it may be replaced)."""
+    """Writes to whatever ``sys.stderr`` is when a line is emitted (it may be replaced), or
+    to the real stderr when :func:`wrap_stderr_fd` took over file descriptor 2."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
     @property
     def stream(self) -> TextIO:  # type: ignore[override]
-        return sys.stderr
+        return _real_stderr if _real_stderr is not None else sys.stderr
 
     @stream.setter
     def stream(self, value: TextIO) -> None:
@@ -100,6 +107,8 @@ def configure(log_format: str = "text") -> logging.Handler:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # warnings.warn (Ray Data's, for one) become records instead of raw stderr text
+    logging.captureWarnings(True)
     adopt_library_loggers()
     return handler
 
@@ -145,6 +154,52 @@ def forward_worker_logs() -> bool:
         return False
     dispatcher.add_handler("ray_print_logs", emit)
     return True
+
+
+def wrap_std_fds() -> bool:
+    """JSON lines also for what bypasses Python logging (Ray's C++ core, the messages Ray's
+    driver threads print, native libraries): file descriptors 1 and 2 become pipes whose lines
+    a thread logs as records of the ``stdout``/``stderr`` loggers, written to the real stderr.
+    Only for a real process (not under a test runner's capture); returns whether it was done."""
+    global _real_stderr
+    if _real_stderr is not None:
+        return True
+    try:
+        if sys.stderr.fileno() != 2 or sys.stdout.fileno() != 1:
+            return False
+    except (AttributeError, OSError, ValueError):
+        return False
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _real_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        _pipe_fd_to_logger(fd, logging.getLogger(name))
+    return True
+
+
+def _pipe_fd_to_logger(fd: int, logger: logging.Logger) -> None:
+    real = os.dup(fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+    level = logging.WARNING if fd == 2 else logging.INFO
+
+    def pump() -> None:
+        with os.fdopen(read_end, "r", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.strip():
+                    logger.log(level, _ANSI.sub("", line.rstrip("\n")))
+
+    thread = threading.Thread(target=pump, name=f"genderscore-fd{fd}", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        # the pipe's last write end closes: the thread drains what is left and stops
+        (sys.stdout if fd == 1 else sys.stderr).flush()
+        os.dup2(real, fd)
+        thread.join(timeout=5)
+
+    atexit.register(restore)
 
 
 def _configured() -> bool:

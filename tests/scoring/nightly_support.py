@@ -53,3 +53,89 @@ def read_date(folder: Path) -> pa.Table:
 
 def summary_of(folder: Path) -> dict:
     return json.loads((folder / "_summary.json").read_text())
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on loopback right now."""
+    import socket
+
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def spawn(args: list[str], log: Path, env: dict | None = None):
+    """Start a process in its own session (everything it starts stays in that session, even
+    Ray's workers, which take process groups of their own), output to ``log``."""
+    import os
+    import subprocess
+
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            args,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def end_session(proc, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, every process of the session ``proc`` leads, by pid: only what
+    this test started."""
+    import os
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = session_pids(proc.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline and session_pids(proc.pid):
+            time.sleep(0.2)
+    if proc.poll() is None:
+        proc.wait(timeout=grace)
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live (not zombie) processes of a session."""
+    import os
+
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getsid(p.info["pid"]) == sid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                pids.append(p.info["pid"])
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return pids
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None, log: Path | None = None):
+    """Poll ``predicate`` until it returns something truthy; fail (with the log's tail) on
+    timeout or when ``proc`` ends first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise AssertionError(f"process ended (code {proc.returncode}) before {what}:\n{tail}")
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-3000:] if log else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail}")

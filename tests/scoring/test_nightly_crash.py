@@ -1,0 +1,108 @@
+"""Kill the driver of a real `genderscore scoring run` mid-run (SIGKILL, no cleanup), run the
+same command again: the run resumes under its first run id and the committed date holds every
+manifest row exactly once. Also checks the killed run's JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from nightly_support import (
+    end_session,
+    id_rows,
+    read_date,
+    session_pids,
+    spawn,
+    summary_of,
+    wait_for,
+    write_faces,
+    write_manifest,
+)
+
+ROWS = 3000
+DATE = "2026-11-27"
+
+
+def finished_parts(parts: Path) -> list[Path]:
+    """Parts with a readable footer (a part being written has none yet)."""
+    done = []
+    for f in sorted(parts.glob("*.parquet")) if parts.is_dir() else []:
+        try:
+            pq.read_metadata(f)
+            done.append(f)
+        except Exception:  # noqa: BLE001 - half-written: not finished
+            continue
+    return done
+
+
+def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, tmp_path):
+    faces = write_faces(tmp_path / "faces", 8)
+    write_manifest(tmp_path / "m.csv", id_rows(range(ROWS), faces))
+    config = tmp_path / "nightly.toml"
+    config.write_text(
+        "\n".join(
+            [
+                'manifest = "m.csv"',
+                "models = [" + ", ".join(json.dumps(m) for m in model_paths) + "]",
+                'out = "scores"',
+                f'run_date = "{DATE}"',
+                'id_column = "image_id"',
+                "batch_size = 8",
+                "rows_per_file = 40",  # many small parts: some are finished when we kill
+                'log_format = "json"',
+            ]
+        )
+        + "\n"
+    )
+    command = [sys.executable, "-m", "scoring", "run", "--config", str(config)]
+    staging = tmp_path / "scores" / f".run_date={DATE}.staging"
+    log1 = tmp_path / "attempt1.log"
+    first = spawn(command, log1)
+    try:
+        wait_for(
+            lambda: len(finished_parts(staging / "parts")) >= 2,
+            timeout=600,
+            what="two finished parts",
+            proc=first,
+            log=log1,
+        )
+        os.kill(first.pid, signal.SIGKILL)  # the driver only: no finally, no atexit
+        first.wait(timeout=60)
+        kept = finished_parts(staging / "parts")
+        # Ray's processes started by the killed driver exit on their own (they share its
+        # fate); whatever has not after a while is ended here, as a reboot would.
+        try:
+            wait_for(lambda: not session_pids(first.pid), 60, "the killed driver's Ray to exit")
+        except AssertionError:
+            pass
+    finally:
+        end_session(first)
+    assert first.returncode == -signal.SIGKILL
+    assert not (tmp_path / "scores" / f"run_date={DATE}").exists()  # nothing committed
+    lines = log1.read_text().splitlines()
+    records = [json.loads(line) for line in lines[:-1]]  # the last line may be cut by the kill
+    run_id = records[0]["run_id"]
+    assert run_id and all(r["run_id"] == run_id for r in records)
+
+    log2 = tmp_path / "attempt2.log"
+    second = spawn(command, log2)
+    try:
+        assert second.wait(timeout=900) == 0, log2.read_text()[-3000:]
+    finally:
+        end_session(second)
+    day = tmp_path / "scores" / f"run_date={DATE}"
+    table = read_date(day)
+    assert table["row"].to_pylist() == list(range(ROWS))  # every row, exactly once
+    assert table["id"].to_pylist() == [f"img{i}" for i in range(ROWS)]
+    assert set(table["status"].to_pylist()) == {"ok"}
+    s = summary_of(day)
+    assert s["run_id"] == run_id and s["attempts"] == 2
+    assert s["rows_resumed"] >= 40 and len(kept) >= 2  # finished parts were kept
+    assert s["rows_resumed"] + s["rows_scored"] == ROWS
+    assert not staging.exists()
+    second_records = [json.loads(line) for line in log2.read_text().splitlines()]
+    assert all(r["run_id"] == run_id for r in second_records)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -432,9 +433,12 @@ def _run_pipeline(
     except GenderscoreError:
         raise
     except Exception as exc:
+        # A task's own error (e.g. OSError: no space left) is the cause a RayTaskError wraps;
+        # its first line alone names only the task.
+        cause = getattr(exc, "cause", None) or exc
         raise GenderscoreError(
-            f"scoring failed: {type(exc).__name__}: {_first_line(exc)}; the parts written so far "
-            "are kept: rerun the same command to resume"
+            f"scoring failed: {type(cause).__name__}: {_first_line(cause)}; the parts written so "
+            "far are kept: fix the cause and rerun the same command to resume"
         ) from exc
     finally:
         for key, value in saved.items():
@@ -442,7 +446,7 @@ def _run_pipeline(
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # no terminal colours
     return text[0] if text else ""
 
 

@@ -446,6 +446,8 @@ def _run_pipeline(
 
 
 def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}"  # Ray Data puts its retry notes in args
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # no terminal colours
     return text[0] if text else ""
 

@@ -8,6 +8,9 @@
   size when that still covers 224), simplejpeg (``min_height``/``min_width`` reduced decode,
   then Pillow's bilinear resize) and OpenCV (``imdecode`` + ``INTER_LINEAR``); and how far
   each one's pixels are from the training loader's (mean |difference|, 0-255).
+- ``arena``: ONNX Runtime's CPU memory arena on (the scorer's default) or off, for the
+  three-model ensemble at batch 16 in one single-thread process (a scorer actor): resident
+  memory after scoring, and img/s (each configuration in a fresh process).
 - ``ort``: the scorer's sessions (``scoring.onnx_scorer.make_session``, one thread: the
   scorer's actor) over pre-decoded 224 px images: graph optimisation level (disabled, basic,
   extended, all) per model, and batch size (1 to 64) for the three-model ensemble, for the
@@ -37,7 +40,9 @@ BACKBONES = ("mobilenetv2", "efficientnetb0", "resnet50")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--what", nargs="+", default=["decode", "ort"], choices=["decode", "ort"])
+    ap.add_argument(
+        "--what", nargs="+", default=["decode", "ort"], choices=["decode", "ort", "arena"]
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--images", type=int, default=300, help="images per decode set")
     ap.add_argument("--data", type=Path, default=DATA)
@@ -48,6 +53,8 @@ def main() -> None:
         bench_decode(args.data, args.images, args.rounds)
     if "ort" in args.what:
         bench_ort(args.work / "models", args.rounds)
+    if "arena" in args.what:
+        bench_arena(args.work / "models", args.rounds)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -199,6 +206,51 @@ def bench_ort(models: Path, rounds: int) -> None:
         print(f"{precision}: batch size, three models in a row, 1 thread, img/s")
         print("".join(f"{'batch ' + k:>12}" for k in speeds))
         print("".join(f"{v:12.1f}" for v in speeds.values()), flush=True)
+
+
+ARENA_CODE = """
+import sys, time, numpy as np, psutil, onnxruntime as ort
+from scoring.onnx_scorer import predict_probs
+arena, paths = sys.argv[1] == "on", sys.argv[2:]
+sessions = []
+for path in paths:
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = o.inter_op_num_threads = 1
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    o.enable_cpu_mem_arena = arena
+    o.log_severity_level = 3
+    sessions.append(ort.InferenceSession(path, o, providers=["CPUExecutionProvider"]))
+x = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
+for s in sessions:
+    predict_probs(s, x)
+t0 = time.perf_counter()
+for _ in range(4):
+    for s in sessions:
+        predict_probs(s, x)
+print(64 / (time.perf_counter() - t0), psutil.Process().memory_info().rss)
+"""
+
+
+def bench_arena(models: Path, rounds: int) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for precision in ("fp32", "int8"):
+        suffix = "" if precision == "fp32" else "_int8"
+        paths = [str(models / f"{b}_{SIZE}{suffix}.onnx") for b in BACKBONES]
+        runs: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+        for _ in range(rounds):
+            for arena in runs:
+                cmd = [sys.executable, "-c", ARENA_CODE, arena, *paths]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+                speed, rss = out.stdout.split()
+                runs[arena].append((float(speed), float(rss)))
+        print(f"\n{precision}: ORT memory arena, three models, batch 16, 1 thread")
+        for arena, values in runs.items():
+            speed = statistics.median(v[0] for v in values)
+            rss = statistics.median(v[1] for v in values)
+            print(f"  arena {arena:<4} {speed:7.1f} img/s   RSS {rss / 2**30:5.2f} GiB", flush=True)
 
 
 def _rate(session: object, images: np.ndarray, batch: int, n: int) -> float:

@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--size", type=int, default=32, help="model input size in pixels (>= 32)")
     ap.add_argument("--unique", type=int, default=2000, help="distinct tiny images")
+    ap.add_argument(
+        "--models", nargs="+", default=None, help="score with these ONNX models instead (real ones)"
+    )
     ap.add_argument("--batch-size", type=int, default=None, help="scorer batch (default: its)")
     ap.add_argument("--stage-only", action="store_true", help="only the driver's staging")
     ap.add_argument(
@@ -66,6 +69,8 @@ def main() -> None:
         return
     images = tiny_images(args.data, args.work / "images", args.unique)
     model = None if args.stage_only else tiny_model(args.work / "models", args.size)
+    if args.models:
+        model = " ".join(args.models)
     print(
         f"{len(images)} distinct 48x48 JPEGs, model {model or '-'}, {os.cpu_count()} CPUs, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
@@ -78,6 +83,8 @@ def main() -> None:
         cmd += ["--size", str(args.size)] + (["--stage-only"] if args.stage_only else [])
         if args.batch_size:
             cmd += ["--batch-size", str(args.batch_size)]
+        if args.models:
+            cmd += ["--models", *args.models]
         if args.object_store_mb:
             cmd += ["--object-store-mb", str(args.object_store_mb)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env())
@@ -90,6 +97,11 @@ def main() -> None:
             f"{r['max_processes']} processes  load {r['load_end']:.2f}",
             flush=True,
         )
+        thirds = " / ".join(f"{x / GIB:.2f}" for x in r["peak_pss_by_third"])
+        kinds = ", ".join(
+            f"{k} {v / GIB:.2f}" for k, v in r["peak_pss_by_process_kind"].items() if v > 2**25
+        )
+        print(f"    peak PSS by third of the run {thirds} GiB; at the peak (> 32 MiB): {kinds}")
     first, last = results[0], results[-1]
     print(
         f"\npeak PSS {last['rows']:,} rows / {first['rows']:,} rows = "
@@ -179,6 +191,7 @@ class TreeSampler:
         self.peak_rss = self.peak_pss = self.peak_driver_rss = 0
         self.max_processes = 0
         self.timeline: list[tuple[float, int, int]] = []  # (t, rss sum, last pss sum)
+        self.peak_groups: dict[str, int] = {}  # PSS by kind of process at the PSS peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -205,11 +218,14 @@ class TreeSampler:
             rss = 0
             want_pss = now >= next_pss
             pss_now = 0
+            groups: dict[str, int] = {}
             for p in procs:
                 try:
                     if want_pss:
                         info = p.memory_full_info()
                         pss_now += info.pss
+                        kind = "driver" if p.pid == self.me.pid else _kind(p.cmdline())
+                        groups[kind] = groups.get(kind, 0) + info.pss
                     else:
                         info = p.memory_info()
                     rss += info.rss
@@ -219,12 +235,28 @@ class TreeSampler:
                     continue
             if want_pss:
                 pss = pss_now
-                self.peak_pss = max(self.peak_pss, pss)
+                if pss > self.peak_pss:
+                    self.peak_pss = pss
+                    self.peak_groups = groups
                 next_pss = now + self.pss_every
             self.peak_rss = max(self.peak_rss, rss)
             self.max_processes = max(self.max_processes, len(procs))
             self.timeline.append((round(now - self.t0, 2), rss, pss))
             self._stop.wait(self.rss_every)
+
+
+def _kind(cmdline: list[str]) -> str:
+    """A short name for a process of the tree: ``ray::MapWorker``, ``raylet``, ``gcs_server``."""
+    if not cmdline:
+        return "?"
+    first = cmdline[0]
+    if first.startswith("ray::"):
+        return first.split("(")[0].split(".")[0]
+    for arg in cmdline[:3]:
+        name = os.path.basename(arg)
+        if name in ("raylet", "gcs_server") or name.endswith(".py"):
+            return name
+    return os.path.basename(first)
 
 
 def measure_one(args: argparse.Namespace) -> dict[str, object]:
@@ -256,8 +288,8 @@ def measure_one(args: argparse.Namespace) -> dict[str, object]:
                     logging_level=logging.WARNING,
                     object_store_memory=args.object_store_mb * 2**20,
                 )
-            model = str(args.work / "models" / f"mobilenetv2_{args.size}.onnx")
-            result = score_manifest(manifest, models=[model], out=out, progress=False, **options)
+            models = args.models or [str(args.work / "models" / f"mobilenetv2_{args.size}.onnx")]
+            result = score_manifest(manifest, models=models, out=out, progress=False, **options)
             assert result.summary["rows"] == rows, result.summary["rows"]
             assert result.summary["rows_by_status"].get("ok") == rows
             what = "scoring run"
@@ -265,8 +297,9 @@ def measure_one(args: argparse.Namespace) -> dict[str, object]:
                 ray.shutdown()
         wall = time.perf_counter() - t0
     shutil.rmtree(out, ignore_errors=True)
-    # Half-way and final samples show whether memory keeps growing during the run.
-    tl = sampler.timeline
+    # The PSS peak in each third of the run: memory that grows with rows grows in time.
+    tl = [t for t in sampler.timeline if t[2]]
+    thirds = [tl[i * len(tl) // 3 : (i + 1) * len(tl) // 3] for i in range(3)]
     return {
         "what": what,
         "rows": rows,
@@ -275,8 +308,8 @@ def measure_one(args: argparse.Namespace) -> dict[str, object]:
         "peak_pss": sampler.peak_pss,
         "peak_driver_rss": sampler.peak_driver_rss,
         "max_processes": sampler.max_processes,
-        "rss_at_half": tl[len(tl) // 2][1] if tl else 0,
-        "rss_at_90pct": tl[int(len(tl) * 0.9)][1] if tl else 0,
+        "peak_pss_by_third": [max((t[2] for t in third), default=0) for third in thirds],
+        "peak_pss_by_process_kind": dict(sorted(sampler.peak_groups.items())),
         "load_end": os.getloadavg()[0],
     }
 

@@ -198,7 +198,9 @@ def tune(
         f"{val['ensemble']['objective_value']:.4f}); ensemble {spec.version} -> {out}"
     )
     if report is not None:
-        page = _report(report, result.data, result.p_ensemble, spec, val, "ensemble tune")
+        page = write_command_report(
+            report, result.data, result.p_ensemble, spec, val, "ensemble tune"
+        )
         console.print(f"report -> {page}")
 
 
@@ -342,7 +344,9 @@ def evaluate(
         out.write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
         console.print(f"metrics -> {out}")
     if report is not None:
-        page = _report(report, result.data, result.p_ensemble, spec, summary, "ensemble evaluate")
+        page = write_command_report(
+            report, result.data, result.p_ensemble, spec, summary, "ensemble evaluate"
+        )
         console.print(f"report -> {page}")
 
 
@@ -405,7 +409,9 @@ def _cell(v) -> str:
     return str(v)
 
 
-def _report(out_dir: Path, data, p_ensemble, spec, block: dict, what: str) -> Path:
+def write_command_report(out_dir: Path, data, p_ensemble, spec, block: dict, what: str) -> Path:
+    """The HTML report of ``ensemble tune`` (``block`` = the spec's ``validation``) or
+    ``ensemble evaluate`` (its summary), as ``what`` names; also used by ``genderscore demo``."""
     from ensemble.report import write_report
     from ensemble.summary import ci_rows, metric_rows
 

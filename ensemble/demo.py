@@ -1,0 +1,194 @@
+"""``genderscore demo``: the whole pipeline on a small embedded default, one line per step.
+
+The work is :func:`ensemble.demo_run.run_demo`; this module is its command line: options,
+quiet stage logs, and the lines the user reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from ensemble.demo_run import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_IMAGES,
+    DEMO_BACKBONES,
+    DemoConfig,
+    DemoResult,
+    Progress,
+    Step,
+    run_demo,
+)
+
+# TensorFlow's C++ start-up chatter would drown the demo's own lines (set before TF loads).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Loggers whose INFO lines the demo's one line per step replaces (--verbose keeps them).
+QUIET_LOGGERS = ("models", "convert", "scoring", "ensemble", "tf2onnx", "absl", "ray")
+
+
+class _Lines(Progress):
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+    def start(self, index: int, total: int, title: str) -> None:
+        width = len(str(total))
+        click.echo(f"[{index:>{width}}/{total}] {title} ...", nl=self.verbose)
+
+    def end(self, index: int, total: int, step: Step) -> None:
+        click.echo(f"{' ' * 4 if self.verbose else ' '}{step.detail} ({step.seconds:.1f} s)")
+
+
+@contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Stage loggers at WARNING for the run, restored afterwards (the demo may run in-process)."""
+    if verbose:
+        yield
+        return
+    saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _backbones(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    return tuple(b.strip() for b in value.split(",") if b.strip())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("genderscore-demo"),
+    show_default=True,
+    help="Demo folder. A previous demo there is refused unless --force.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete a previous demo in --out and start afresh (never a folder that holds no demo).",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="A real labeled folder with train/<class>/ and val/<class>/ (and optionally test/) "
+    "instead of synthetic images, e.g. ../shared/data/utkface.",
+)
+@click.option(
+    "--images",
+    "--max-images",
+    "images",
+    type=int,
+    default=DEFAULT_IMAGES,
+    show_default=True,
+    help="Training images per class: generated, or sampled at most from --data. Validation "
+    "and test take half as many each (at least 10).",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    default=DEFAULT_IMAGE_SIZE,
+    show_default=True,
+    help="Square input size of every model, in px (32-224).",
+)
+@click.option("--epochs", type=int, default=DEFAULT_EPOCHS, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option(
+    "--backbones",
+    default=",".join(DEMO_BACKBONES),
+    show_default=True,
+    callback=_backbones,
+    help="Comma-separated backbones to train and combine.",
+)
+@click.option(
+    "--objective",
+    default="eer",
+    show_default=True,
+    help="Threshold objective for 'ensemble tune': eer, far=X, frr=X, macro-f1, ...",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--n-boot",
+    type=click.IntRange(min=100),
+    default=1000,
+    show_default=True,
+    help="Bootstrap replicates for the confidence intervals.",
+)
+@click.option("--num-workers", type=int, help="Scorer actors (default: one per CPU).")
+@click.option("-v", "--verbose", is_flag=True, help="Also show every stage's own log lines.")
+def demo(
+    out: Path,
+    force: bool,
+    data: Path | None,
+    images: int,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    backbones: tuple[str, ...],
+    objective: str,
+    seed: int,
+    n_boot: int,
+    num_workers: int | None,
+    verbose: bool,
+) -> None:
+    """Run the whole pipeline on a small default: images -> train three backbones (from
+    scratch, small inputs) -> ONNX -> score validation on Ray -> tune the ensemble -> score a
+    manifest into Parquet with it. Synthetic images unless --data."""
+    cfg = DemoConfig(
+        out=out,
+        data=data,
+        images=images,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        backbones=backbones,
+        objective=objective,
+        seed=seed,
+        force=force,
+        n_boot=n_boot,
+        num_workers=num_workers,
+        ray_logs=verbose,
+    )
+    from ensemble.demo_run import check_demo_config
+
+    check_demo_config(cfg)  # a bad option is one line before anything is printed
+    if data is None:
+        click.echo(
+            f"genderscore demo -> {out}: on SYNTHETIC images (generated drawn faces, not real "
+            "people; --data DIR uses a real labeled folder)"
+        )
+    else:
+        click.echo(f"genderscore demo -> {out}: on a sample of the real images in {data}")
+    with _quiet(verbose):
+        result = run_demo(cfg, _Lines(verbose))
+    _print_result(result)
+
+
+def _print_result(r: DemoResult) -> None:
+    f = r.figures
+    val = ", ".join(f"{name} {auc:.3f}" for name, auc in f["val_auc"].items())
+    test = ", ".join(f"{name} {auc:.3f}" for name, auc in f["test_auc"].items())
+    what = "SYNTHETIC images" if r.data.synthetic else f"images sampled from {r.data.source}"
+    click.echo(f"done in {r.seconds:.1f} s, on {what}")
+    click.echo(f"  val AUC (ensemble tuned here):  {val}")
+    click.echo(
+        f"  {f['method']} ensemble, threshold {f['threshold']:.4g} for {f['objective']}; "
+        f"test: {f['rows_scored']} of {f['rows']} rows scored into Parquet at "
+        f"{f['images_per_s'] or 0:.1f} img/s, ensemble accuracy {f['test_accuracy']:.3f}"
+    )
+    click.echo(f"  test AUC:                       {test}")
+    click.echo(f"  report:   {r.report}")
+    click.echo(f"  parquet:  {r.scores}")
+    click.echo(f"  summary:  {r.summary}")
+    click.echo(f"  ensemble: {r.ensemble}; step times and figures: {r.out / 'demo.json'}")

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_levers.py [--what decode ort] [--rounds 3] [--work /tmp/bench_scoring]
 
-- ``decode``: read + decode + resize to 224 (one core, img/s) of UTKFace 200x200, FACECOM
+- ``decode``: read + decode + resize to 224 (one core) of UTKFace 200x200, FACECOM
   250x250 and FACECOM's large portraits (up to 1024 px), with ``models.imageio`` (Pillow, the
   loader training used), Pillow with ``draft()`` (JPEG DCT scaling: decode at 1/2, 1/4, 1/8
   size when that still covers 224), simplejpeg (``min_height``/``min_width`` reduced decode,
@@ -10,14 +10,16 @@
   each one's pixels are from the training loader's (mean |difference|, 0-255).
 - ``arena``: ONNX Runtime's CPU memory arena on (the scorer's default) or off, for the
   three-model ensemble at batch 16 in one single-thread process (a scorer actor): resident
-  memory after scoring, and img/s (each configuration in a fresh process).
+  memory after scoring, and speed (each configuration in a fresh process).
 - ``ort``: the scorer's sessions (``scoring.onnx_scorer.make_session``, one thread: the
   scorer's actor) over pre-decoded 224 px images: graph optimisation level (disabled, basic,
   extended, all) per model, and batch size (1 to 64) for the three-model ensemble, for the
   fp32 and int8 models ``bench_scoring.py`` built (run it first: ``--work`` is its folder).
 
-Each configuration is timed ``--rounds`` times, rounds interleaved, and the median printed,
-so a change in the machine's load hits every configuration alike.
+Every configuration runs on one thread and is timed in CPU time (``time.process_time``: images
+per CPU-second), ``--rounds`` times, rounds interleaved, and the median printed: on a shared
+machine wall time measures the neighbours, CPU time mostly the code (cache and memory
+bandwidth contention still leak in, so compare within one run).
 """
 
 from __future__ import annotations
@@ -132,17 +134,19 @@ def decoders() -> dict[str, Callable[[bytes], np.ndarray]]:
 def bench_decode(data: Path, n: int, rounds: int) -> None:
     sets = image_sets(data, n)
     decs = decoders()
-    print(f"\ndecode + resize to {SIZE}, one core, img/s (median of {rounds} interleaved rounds)")
+    print(
+        f"\ndecode + resize to {SIZE}, one core, img per CPU-s (median of {rounds} interleaved rounds)"
+    )
     print(f"{'decoder':<38}" + "".join(f"{k:>30}" for k in sets))
     ref = {k: [decs["Pillow (models.imageio)"](b) for b in v[:50]] for k, v in sets.items()}
     rows = {}
     for set_name, blobs in sets.items():
 
         def timer(fn: Callable[[bytes], np.ndarray], blobs: list[bytes] = blobs) -> float:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for b in blobs:
                 fn(b)
-            return len(blobs) / (time.perf_counter() - t0)
+            return len(blobs) / (time.process_time() - t0)
 
         speeds = interleaved({k: (lambda f=f: timer(f)) for k, f in decs.items()}, rounds)
         for k, v in speeds.items():
@@ -179,7 +183,7 @@ def bench_ort(models: Path, rounds: int) -> None:
         if not all(p.is_file() for p in paths.values()):
             print(f"no {precision} models in {models}: run bench_scoring.py first")
             continue
-        print(f"\n{precision}: graph optimisation level, 1 thread, batch 16, img/s")
+        print(f"\n{precision}: graph optimisation level, 1 thread, batch 16, img per CPU-s")
         print(f"{'model':<16}" + "".join(f"{k:>14}" for k in levels))
         for b, path in paths.items():
             sessions: dict[str, object] = {}
@@ -203,7 +207,7 @@ def bench_ort(models: Path, rounds: int) -> None:
             {str(bs): (lambda bs=bs, ens=ens: _ensemble_rate(ens, images, bs)) for bs in batches},
             rounds,
         )
-        print(f"{precision}: batch size, three models in a row, 1 thread, img/s")
+        print(f"{precision}: batch size, three models in a row, 1 thread, img per CPU-s")
         print("".join(f"{'batch ' + k:>12}" for k in speeds))
         print("".join(f"{v:12.1f}" for v in speeds.values()), flush=True)
 
@@ -223,11 +227,11 @@ for path in paths:
 x = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
 for s in sessions:
     predict_probs(s, x)
-t0 = time.perf_counter()
+t0 = time.process_time()
 for _ in range(4):
     for s in sessions:
         predict_probs(s, x)
-print(64 / (time.perf_counter() - t0), psutil.Process().memory_info().rss)
+print(64 / (time.process_time() - t0), psutil.Process().memory_info().rss)
 """
 
 
@@ -250,19 +254,22 @@ def bench_arena(models: Path, rounds: int) -> None:
         for arena, values in runs.items():
             speed = statistics.median(v[0] for v in values)
             rss = statistics.median(v[1] for v in values)
-            print(f"  arena {arena:<4} {speed:7.1f} img/s   RSS {rss / 2**30:5.2f} GiB", flush=True)
+            print(
+                f"  arena {arena:<4} {speed:7.1f} img per CPU-s   RSS {rss / 2**30:5.2f} GiB",
+                flush=True,
+            )
 
 
 def _rate(session: object, images: np.ndarray, batch: int, n: int) -> float:
     from scoring.onnx_scorer import predict_probs
 
     predict_probs(session, images[:batch])
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     done = 0
     while done < n:
         predict_probs(session, images[:batch])
         done += batch
-    return done / (time.perf_counter() - t0)
+    return done / (time.process_time() - t0)
 
 
 def _ensemble_rate(sessions: list[object], images: np.ndarray, batch: int) -> float:
@@ -270,13 +277,13 @@ def _ensemble_rate(sessions: list[object], images: np.ndarray, batch: int) -> fl
 
     for s in sessions:
         predict_probs(s, images[:batch])
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     done = 0
     while done < 64:
         for s in sessions:
             predict_probs(s, images[done : done + batch])
         done += batch
-    return done / (time.perf_counter() - t0)
+    return done / (time.process_time() - t0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +62,30 @@ def _quiet(verbose: bool) -> Iterator[None]:
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+@contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """Silence file descriptor 2 itself: TensorFlow's C++ start-up lines (oneDNN, CUDA probes)
+    are written before absl logging is initialised, where TF_CPP_MIN_LOG_LEVEL does not reach."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load_tensorflow_quietly() -> None:
+    """Import TensorFlow and probe its devices once, up front, with its start-up lines hidden
+    (an import error is still raised, with its message)."""
+    with _stderr_to_devnull():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
 
 
 def _backbones(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -162,6 +188,7 @@ def demo(
     )
     from ensemble.demo_run import check_demo_config
 
+    started = time.perf_counter()
     check_demo_config(cfg)  # a bad option is one line before anything is printed
     if data is None:
         click.echo(
@@ -170,17 +197,22 @@ def demo(
         )
     else:
         click.echo(f"genderscore demo -> {out}: on a sample of the real images in {data}")
+    if not verbose:
+        t0 = time.perf_counter()
+        click.echo("loading TensorFlow ...", nl=False)
+        _load_tensorflow_quietly()
+        click.echo(f" ({time.perf_counter() - t0:.1f} s)")
     with _quiet(verbose):
         result = run_demo(cfg, _Lines(verbose))
-    _print_result(result)
+    _print_result(result, time.perf_counter() - started)
 
 
-def _print_result(r: DemoResult) -> None:
+def _print_result(r: DemoResult, seconds: float) -> None:
     f = r.figures
     val = ", ".join(f"{name} {auc:.3f}" for name, auc in f["val_auc"].items())
     test = ", ".join(f"{name} {auc:.3f}" for name, auc in f["test_auc"].items())
     what = "SYNTHETIC images" if r.data.synthetic else f"images sampled from {r.data.source}"
-    click.echo(f"done in {r.seconds:.1f} s, on {what}")
+    click.echo(f"done in {seconds:.1f} s, on {what}")
     click.echo(f"  val AUC (ensemble tuned here):  {val}")
     click.echo(
         f"  {f['method']} ensemble, threshold {f['threshold']:.4g} for {f['objective']}; "

@@ -37,6 +37,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -323,7 +324,8 @@ def scoring_run(onnx_paths: list[str], manifest: Path, work: Path, layout: str) 
     out = work / "scores"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = score_manifest(manifest, models=onnx_paths, out=out, progress=False, **options)
+    with CpuByProcess() as cpu:
+        result = score_manifest(manifest, models=onnx_paths, out=out, progress=False, **options)
     seconds = time.perf_counter() - t0
     s = result.summary
     print(
@@ -333,7 +335,69 @@ def scoring_run(onnx_paths: list[str], manifest: Path, work: Path, layout: str) 
         f"{s['ray']['worker_threads']} thread(s)",
         flush=True,
     )
+    print(f"  CPU seconds by process (of {seconds * (os.cpu_count() or 1):.0f} available): {cpu}")
     return s["rows"] / seconds
+
+
+class CpuByProcess:
+    """CPU seconds used by this process and its descendants (Ray's GCS, raylet, workers and
+    actors), summed by kind of process: where the cores went during a scoring run. Without
+    psutil it reports nothing."""
+
+    def __init__(self, every: float = 0.5):
+        self.every = every
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CpuByProcess:
+        try:
+            import psutil
+        except ImportError:
+            return self
+        self._psutil = psutil
+        self.me = psutil.Process()
+        self.start = sum(self.me.cpu_times()[:2])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            for p in self.me.children(recursive=True):
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        name = p.cmdline()
+                    self.last[p.pid] = (_kind(name), t.user + t.system)
+                except self._psutil.Error:
+                    continue
+            self.last[0] = ("driver", sum(self.me.cpu_times()[:2]) - self.start)
+            if self._stop.wait(self.every):
+                return
+
+    def __str__(self) -> str:
+        by: dict[str, float] = {}
+        for kind, seconds in self.last.values():
+            by[kind] = by.get(kind, 0.0) + seconds
+        top = sorted(by.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{k} {v:.1f}" for k, v in top if v >= 0.5) or "(psutil not installed)"
+
+
+def _kind(cmdline: list[str]) -> str:
+    if not cmdline:
+        return "?"
+    if cmdline[0].startswith("ray::"):
+        return cmdline[0].split("(")[0].split(".")[0]
+    for arg in cmdline[:3]:
+        name = os.path.basename(arg)
+        if name in ("raylet", "gcs_server") or name.endswith(".py"):
+            return name
+    return os.path.basename(cmdline[0])
 
 
 # --- (c) the seed's Keras way ---------------------------------------------------------------

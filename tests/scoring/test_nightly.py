@@ -220,7 +220,8 @@ def test_json_logs_carry_the_run_id(ray_local, faces, model_paths, tmp_path, cap
     assert len(records) >= 3 and all(r["run_id"] == run_id for r in records)
     loggers = {r["logger"] for r in records}
     assert "scoring" in loggers and any(name.startswith("ray.data") for name in loggers), loggers
-    assert records[-1]["event"] == "error" and records[-1]["exit_code"] == 3
+    errors = [r for r in records if r.get("event") == "error"]
+    assert len(errors) == 1 and errors[0]["exit_code"] == 3
     # text logs show the run id too
     code, out, err = scoring([*args[:-4], "--max-error-rate", "0.5"], capsys)
     assert code == 0 and f"[run {run_id}]" in err and "nothing to do" in out

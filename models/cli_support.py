@@ -14,7 +14,8 @@ from models.errors import EXIT_FAILED, EXIT_USAGE, GenderscoreError
 def run_cli(command: click.Command, prog_name: str, args: list[str] | None = None) -> int:
     """Run a click command; print a failure as one line on stderr and return its exit code."""
     try:
-        command.main(args=args, prog_name=prog_name, standalone_mode=False)
+        # click returns (not raises) the code of a `ctx.exit(code)` when not standalone
+        code = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.Abort:
@@ -33,7 +34,8 @@ def run_cli(command: click.Command, prog_name: str, args: list[str] | None = Non
     except KeyboardInterrupt:
         click.echo(f"{prog_name}: interrupted", err=True)
         return 130
-    return 0
+    # commands return None; an int here is an exit code
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def main_for(command: click.Command, prog_name: str) -> Callable[[], None]:

@@ -7,7 +7,7 @@ import logging
 import click
 from click.core import ParameterSource
 
-from models.errors import GenderscoreError
+from models.errors import GenderscoreError, UsageError
 from scoring.options import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger("scoring")
@@ -221,7 +221,8 @@ def run(
         if log_format == "json":
             log.error(message, extra={"event": "error", "exit_code": exc.exit_code})
             raise click.exceptions.Exit(exc.exit_code) from None
-        if run_id is not None:
+        if run_id is not None and not isinstance(exc, UsageError):
+            # a failed run or an error rate: name the run whose logs and staging to look at
             raise type(exc)(f"{message} [run {run_id}]") from None
         raise
 

@@ -32,8 +32,19 @@ from ensemble.demo_run import (
 # TensorFlow's C++ start-up chatter would drown the demo's own lines (set before TF loads).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: Loggers whose INFO lines the demo's one line per step replaces (--verbose keeps them).
-QUIET_LOGGERS = ("models", "convert", "scoring", "ensemble", "tf2onnx", "absl", "ray")
+#: Loggers whose lines the demo's one line per step replaces (--verbose keeps them): the
+#: stages' INFO lines, and the libraries' warnings too (retracing notes, Ray's token notice).
+QUIET_LOGGERS = {
+    "models": logging.WARNING,
+    "convert": logging.WARNING,
+    "scoring": logging.WARNING,
+    "ensemble": logging.WARNING,
+    "tensorflow": logging.ERROR,
+    "tf2onnx": logging.ERROR,
+    "absl": logging.ERROR,
+    "ray": logging.ERROR,
+    "ray.data": logging.ERROR,
+}
 
 
 class _Lines(Progress):
@@ -54,9 +65,11 @@ def _quiet(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
+    import ray.data  # noqa: F401  (it configures its loggers on import: quiet them after)
+
     saved = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:

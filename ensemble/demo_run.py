@@ -15,11 +15,13 @@ OUT holds (see the README's demo section)::
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -185,6 +187,7 @@ def run_demo(cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
         progress.start(index, len(titles), s.title)
         t0, cpu0 = time.perf_counter(), time.process_time()
         value, s.detail = fn()
+        _release_keras_graphs()
         s.seconds = time.perf_counter() - t0
         s.cpu_seconds = time.process_time() - cpu0
         steps.append(s)
@@ -403,6 +406,14 @@ def _write_record(result: DemoResult, cfg: DemoConfig) -> None:
     )
 
 
+def _release_keras_graphs() -> None:
+    """Drop the Keras models and traced graphs a finished step left behind: the driver holds
+    the Ray job next, beside scorer actors, on machines where memory is short."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+        gc.collect()
+
+
 def _load_average() -> tuple[float, ...]:
     return tuple(round(x, 2) for x in os.getloadavg()) if hasattr(os, "getloadavg") else ()
 
@@ -416,7 +427,11 @@ def _ray(forward_logs: bool) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=forward_logs)
+    ray.init(
+        include_dashboard=False,
+        logging_level=logging.WARNING if forward_logs else logging.ERROR,
+        log_to_driver=forward_logs,
+    )
     try:
         yield
     finally:

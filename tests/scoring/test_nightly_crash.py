@@ -15,7 +15,6 @@ from nightly_support import (
     end_session,
     id_rows,
     read_date,
-    session_pids,
     spawn,
     summary_of,
     wait_for,
@@ -23,7 +22,7 @@ from nightly_support import (
     write_manifest,
 )
 
-ROWS = 3000
+ROWS = 2000
 DATE = "2026-11-27"
 
 
@@ -47,7 +46,7 @@ def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, t
         "\n".join(
             [
                 'manifest = "m.csv"',
-                "models = [" + ", ".join(json.dumps(m) for m in model_paths) + "]",
+                f"models = [{json.dumps(model_paths[0])}]",
                 'out = "scores"',
                 f'run_date = "{DATE}"',
                 'id_column = "image_id"',
@@ -73,12 +72,8 @@ def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, t
         os.kill(first.pid, signal.SIGKILL)  # the driver only: no finally, no atexit
         first.wait(timeout=60)
         kept = finished_parts(staging / "parts")
-        # Ray's processes started by the killed driver exit on their own (they share its
-        # fate); whatever has not after a while is ended here, as a reboot would.
-        try:
-            wait_for(lambda: not session_pids(first.pid), 60, "the killed driver's Ray to exit")
-        except AssertionError:
-            pass
+        # The local Ray the killed driver started (GCS, raylet, workers) outlives it (measured:
+        # still running after 60 s): it is ended here, as the reboot of a real crash would.
     finally:
         end_session(first)
     assert first.returncode == -signal.SIGKILL

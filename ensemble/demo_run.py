@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 DEMO_BACKBONES = ("mobilenetv2", "efficientnetb0", "resnet50")
 #: Defaults measured to finish within 5 minutes on 2 CPU cores (README, demo section).
 DEFAULT_IMAGES = 200
-DEFAULT_IMAGE_SIZE = 48
+DEFAULT_IMAGE_SIZE = 40
 DEFAULT_EPOCHS = 5
 DEFAULT_BATCH_SIZE = 32
 #: A small head: the demo's bases are small and trained from scratch.

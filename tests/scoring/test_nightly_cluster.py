@@ -57,7 +57,9 @@ def cluster():
     logs = Path(temp) / "logs"
     logs.mkdir()
     gcs, client, dashboard = free_ports(3)
-    base = random.randrange(30000, 39000, 400)
+    # worker port ranges below the ephemeral ports free_ports hands out (32768 and up) and
+    # above Ray's default range (10002-19999, which other Ray instances here use)
+    base = random.randrange(20000, 32000, 400)
     # Ray 2.60's head turns token authentication on, its workers do not: off for all three
     # (head, worker, driver) on this loopback-only cluster.
     env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}

@@ -99,10 +99,17 @@ def ray_workers(sid: int) -> list[psutil.Process]:
     for pid in session_pids(sid):
         try:
             p = psutil.Process(pid)
-            cmd = " ".join(p.cmdline())
+            args = p.cmdline()
         except psutil.Error:
             continue
-        if cmd.startswith("ray::") or "default_worker.py" in cmd:
+        # Workers only, matched on their own script or title: the raylet's command line names
+        # the worker script too, and the agents are titled ray::...Agent; killing either of
+        # those takes the whole node down, which is not the fault tested here.
+        script = args[1] if len(args) > 1 else ""
+        title = args[0] if args else ""
+        if (title.startswith("ray::") and not title.endswith("Agent")) or script.endswith(
+            "default_worker.py"
+        ):
             found.append(p)
     return found
 

@@ -379,6 +379,7 @@ def _run_pipeline(
         "print_on_execution_start",
         "target_max_block_size",
         "issue_detectors_config",
+        "use_datasource_v2",
     )
     saved = {k: getattr(ctx, k) for k in saved_keys}
     ctx.enable_progress_bars = opts.progress
@@ -390,6 +391,11 @@ def _run_pipeline(
         ctx.issue_detectors_config,
         detectors=[d for d in detectors if d.__name__ != "HighMemoryIssueDetector"],
     )
+    # Ray Data's V2 Parquet reader lists the staged parts with a pool of 32 footer-reading
+    # actors (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS), each a Python process: 2.4 GB and a burst of
+    # process starts on 2 cores once a manifest has a few hundred parts (measured at 1M rows).
+    # The V1 reader reads the footers of our few local parts in the driver.
+    ctx.use_datasource_v2 = False
     # Decoded images are large (150 KB a row at 224 px): blocks of one batch keep the actors
     # evenly fed to the end and memory small, where Ray's default (128 MiB) would hand one
     # actor ~850 images at a time (measured: a long tail with one actor idle).

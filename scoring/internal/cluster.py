@@ -15,8 +15,9 @@ log = logging.getLogger("scoring")
 
 #: Logical CPUs each read, decode and write task asks for.
 TASK_CPUS = 0.25
-#: Ray Data's file-listing task asks for a whole CPU and cannot be told otherwise: the actors'
-#: logical CPUs leave this much free, or the pipeline never starts (measured on 2 cores).
+#: Logical CPUs the actors leave to Ray Data's read, decode and write tasks, so that those
+#: can always be scheduled beside them (four at a time). Logical only: the actors' threads
+#: still use every core.
 FREE_CPUS = 1.0
 
 

@@ -3,8 +3,8 @@
 node's Ray worker processes mid-run loses no row.
 
 Each node gets 2 logical CPUs (there are 2 real cores): a scorer actor takes 1, and Ray Data's
-file-listing task needs a whole free CPU on some node, which 1-CPU nodes each holding an actor
-would never have. The cluster's processes run in two sessions this test started, and
+read, decode and write tasks need free logical CPUs beside it, which 1-CPU nodes each holding
+an actor would never have. The cluster's processes run in two sessions this test started, and
 only those are ended at the end (never `ray stop`, which would end every Ray on the machine).
 """
 

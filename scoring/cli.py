@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from models.errors import GenderscoreError, UsageError
-from scoring.options import DEFAULT_BATCH_SIZE
+from scoring.options import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT
 
 log = logging.getLogger("scoring")
 
@@ -140,6 +140,15 @@ def cli() -> None:
     "writer. Default 5000.",
 )
 @click.option(
+    "--stall-timeout",
+    type=float,
+    default=DEFAULT_STALL_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Fail (exit 1, parts kept for the rerun) when no row is scored and no file written for "
+    "this long, e.g. after a lost Ray node; 0: wait forever.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Score the date again even if it is already committed (replaced in one step).",
@@ -170,6 +179,7 @@ def run(
     keep_columns: tuple[str, ...],
     root: str | None,
     rows_per_file: int | None,
+    stall_timeout: float,
     force: bool,
     progress: bool,
     more_models: tuple[str, ...],
@@ -206,6 +216,7 @@ def run(
         "label_column": label_column,
         "keep_columns": keep_columns,
         "root": root,
+        "stall_timeout": stall_timeout,
         "force": force,
         # progress bars are not log lines: none with JSON logs
         "progress": progress and log_format == "text",

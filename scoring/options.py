@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -13,6 +14,9 @@ from scoring.manifest import ManifestColumns
 #: 224 px models: 1.2 / 1.7 / 2.5 GB at 8 / 16 / 32).
 DEFAULT_BATCH_SIZE = 16
 MAX_BATCH_SIZE = 4096
+#: Seconds without a scored row or a new output file before a run gives up. Generous: it
+#: also covers the actors' start-up (model loading on a busy node takes minutes at worst).
+DEFAULT_STALL_TIMEOUT = 1800.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class ScoringOptions:
     rows_per_part: int = 4_096
     #: Rows per output Parquet file (at least; also what a crash can lose).
     rows_per_file: int = 5_000
+    #: Seconds without progress before the run fails instead of waiting forever; 0: never.
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     @property
     def columns(self) -> ManifestColumns:
@@ -72,6 +78,7 @@ def check_options(
     _positive_int(options.worker_threads, "--worker-threads")
     _positive_int(options.rows_per_part, "rows_per_part")
     _positive_int(options.rows_per_file, "rows_per_file")
+    _seconds(options.stall_timeout, "--stall-timeout")
     if options.root is not None and not os.fspath(options.root).strip():
         raise UsageError("--root must name a folder")
     if options.root is not None and "://" not in os.fspath(options.root):
@@ -97,3 +104,15 @@ def _positive_int(value: object, name: str, *, high: int | None = None) -> None:
         raise UsageError(f"{name} must be a positive whole number, got {value!r}")
     if high is not None and value > high:
         raise UsageError(f"{name} must be at most {high}, got {value}")
+
+
+def _seconds(value: object, name: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise UsageError(
+            f"{name} must be a number of seconds, 0 or more (0: no limit), got {value!r}"
+        )

@@ -35,6 +35,7 @@ from scoring.internal import logs
 from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_workers, ray_session
 from scoring.internal.hashing import sha256_json
 from scoring.internal.tally import TalliedScorer, read_tally
+from scoring.internal.watchdog import StallWatchdog
 from scoring.layout import RunLayout, RunState, new_run_id, utc_now, verify_parts
 from scoring.manifest import (
     ManifestColumns,
@@ -82,7 +83,8 @@ def score_manifest(
 
     ``options`` are the fields of :class:`scoring.options.ScoringOptions`: ``path_column``,
     ``id_column``, ``label_column``, ``keep_columns``, ``root``, ``batch_size``,
-    ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``.
+    ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``,
+    ``stall_timeout``.
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
     resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
 
@@ -380,6 +382,7 @@ def _run_pipeline(
         "target_max_block_size",
         "issue_detectors_config",
         "use_datasource_v2",
+        "execution_no_progress_timeout_s",
     )
     saved = {k: getattr(ctx, k) for k in saved_keys}
     ctx.enable_progress_bars = opts.progress
@@ -396,6 +399,10 @@ def _run_pipeline(
     # process starts on 2 cores once a manifest has a few hundred parts (measured at 1M rows).
     # The V1 reader reads the footers of our few local parts in the driver.
     ctx.use_datasource_v2 = False
+    # Ray Data's own no-progress guard (30 min by default) watches blocks moving between its
+    # queues, not rows scored; the stall watchdog below is the one limit (--stall-timeout,
+    # 0: none) with one message that says how to resume.
+    ctx.execution_no_progress_timeout_s = -1
     # Decoded images are large (150 KB a row at 224 px): blocks of one batch keep the actors
     # evenly fed to the end and memory small, where Ray's default (128 MiB) would hand one
     # actor ~850 images at a time (measured: a long tail with one actor idle).
@@ -404,38 +411,50 @@ def _run_pipeline(
     # Refs, not bytes, in the actors' arguments: small arguments are inlined, and a restarted
     # actor fetches the models again while the driver holds the refs.
     payload = [(r, ray.put(read_model_bytes(r))) for r in refs]
+    watchdog = StallWatchdog(
+        lambda: _progress(layout), opts.stall_timeout, what="rows scored + files written"
+    )
     try:
-        ds = ray.data.read_parquet(str(layout.todo), num_cpus=TASK_CPUS)
-        ds = ds.map_batches(
-            decode_batch,
-            fn_kwargs={"sizes": sizes, "root": root},
-            batch_format="pyarrow",
-            batch_size=opts.batch_size,
-            num_cpus=TASK_CPUS,
-        )
-        layout.tally.mkdir(parents=True, exist_ok=True)
-        ds = ds.map_batches(
-            TalliedScorer,
-            fn_constructor_kwargs={
-                "models": payload,
-                "threads": plan.threads,
-                "schema": schema,
-                "ensemble": spec.content if spec is not None else None,
-                "tally_dir": str(layout.tally),
-            },
-            batch_format="pyarrow",
-            batch_size=opts.batch_size,
-            compute=ActorPoolStrategy(size=plan.workers),
-            num_cpus=plan.actor_cpus,
-        )
-        ds.write_parquet(
-            str(layout.parts),
-            schema=schema,
-            filename_provider=PartNames(),
-            # Scored rows are small; files of this many rows are also the unit a crash loses.
-            min_rows_per_file=opts.rows_per_file,
-            ray_remote_args={"num_cpus": TASK_CPUS},
-        )
+        with watchdog:
+            ds = ray.data.read_parquet(str(layout.todo), num_cpus=TASK_CPUS)
+            ds = ds.map_batches(
+                decode_batch,
+                fn_kwargs={"sizes": sizes, "root": root},
+                batch_format="pyarrow",
+                batch_size=opts.batch_size,
+                num_cpus=TASK_CPUS,
+            )
+            layout.tally.mkdir(parents=True, exist_ok=True)
+            ds = ds.map_batches(
+                TalliedScorer,
+                fn_constructor_kwargs={
+                    "models": payload,
+                    "threads": plan.threads,
+                    "schema": schema,
+                    "ensemble": spec.content if spec is not None else None,
+                    "tally_dir": str(layout.tally),
+                },
+                batch_format="pyarrow",
+                batch_size=opts.batch_size,
+                compute=ActorPoolStrategy(size=plan.workers),
+                num_cpus=plan.actor_cpus,
+            )
+            ds.write_parquet(
+                str(layout.parts),
+                schema=schema,
+                filename_provider=PartNames(),
+                # Scored rows are small; files of this many rows are also the unit a crash loses.
+                min_rows_per_file=opts.rows_per_file,
+                ray_remote_args={"num_cpus": TASK_CPUS},
+            )
+    except KeyboardInterrupt:
+        if not watchdog.fired_:
+            raise  # the user's Ctrl-C
+        raise GenderscoreError(
+            f"no progress for {opts.stall_timeout:g} s (a lost Ray node or stuck workers?): the "
+            "parts written so far are kept; check the cluster (`ray status`) and rerun the same "
+            "command to resume; --stall-timeout sets the limit"
+        ) from None
     except GenderscoreError:
         raise
     except Exception as exc:
@@ -449,6 +468,13 @@ def _run_pipeline(
     finally:
         for key, value in saved.items():
             setattr(ctx, key, value)
+
+
+def _progress(layout: RunLayout) -> int:
+    """What the stall watchdog watches: rows the scorer actors tallied (they update their file
+    after every batch) plus output files written so far."""
+    rows = sum(node["rows"] for node in read_tally(layout.tally).values())
+    return rows + len(layout.part_files())
 
 
 def _first_line(exc: BaseException) -> str:

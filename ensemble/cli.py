@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.errors import GenderscoreError, UsageError
+from scoring.cli import storage_option_flag
 
 log = logging.getLogger(__name__)
 METHOD_CHOICES = ["mean", "weighted", "logit", "stacking", "auto"]
@@ -34,6 +35,12 @@ def cli() -> None:
     """
 
 
+def _storage(values: tuple[str, ...]):
+    from scoring.storage import StorageOptions
+
+    return StorageOptions.parse(values)
+
+
 def _objective(ctx: click.Context, param: click.Parameter, value: str):
     from ensemble.thresholds import parse_objective
 
@@ -47,9 +54,10 @@ def _objective(ctx: click.Context, param: click.Parameter, value: str):
 @click.option(
     "--scores",
     "scores_path",
-    type=click.Path(path_type=Path),
-    help="Labeled validation scores: a Parquet file or folder written by 'scoring run'.",
+    help="Labeled validation scores: a Parquet file or folder written by 'scoring run' "
+    "(or an s3://, gs:// URI of one).",
 )
+@storage_option_flag("--scores")
 @click.option(
     "--manifest",
     type=click.Path(path_type=Path),
@@ -132,7 +140,8 @@ def _objective(ctx: click.Context, param: click.Parameter, value: str):
     help="Bootstrap replicates for the 95% confidence intervals.",
 )
 def tune(
-    scores_path: Path | None,
+    scores_path: str | None,
+    storage_options: tuple[str, ...],
     manifest: Path | None,
     model_paths: tuple[Path, ...],
     scores_out: Path | None,
@@ -170,7 +179,7 @@ def tune(
                 "--models, --scores-out, --label-column, --path-column and --root go with "
                 "--manifest; --scores is already scored"
             )
-        scores = read_scores(scores_path)
+        scores = read_scores(scores_path, _storage(storage_options))
     result = run_tune(
         scores,
         objective=objective,
@@ -233,9 +242,10 @@ def _score_manifest(
     "--scores",
     "scores_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Scores (Parquet file or folder) from 'scoring run' with the ensemble's models.",
+    help="Scores (Parquet file or folder, or an s3://, gs:// URI of one) from 'scoring run' "
+    "with the ensemble's models.",
 )
+@storage_option_flag("--scores")
 @click.option(
     "--out",
     required=True,
@@ -254,7 +264,8 @@ def _score_manifest(
 )
 def apply(
     ensemble_path: Path,
-    scores_path: Path,
+    scores_path: str,
+    storage_options: tuple[str, ...],
     out: Path,
     submission: Path | None,
     submission_out: Path | None,
@@ -268,7 +279,7 @@ def apply(
     if (submission is None) != (submission_out is None):
         raise click.UsageError("--submission and --submission-out go together: give both")
     spec = EnsembleSpec.load(ensemble_path)
-    scores = read_scores(scores_path)
+    scores = read_scores(scores_path, _storage(storage_options))
     table = decide_table(spec, scores)
     sub = make_submission(submission, table, spec) if submission is not None else None
     write_table(table, out)
@@ -298,9 +309,10 @@ def apply(
     "--scores",
     "scores_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Labeled test scores (true_label column) the threshold never saw.",
+    help="Labeled test scores (true_label column) the threshold never saw (a path or an "
+    "s3://, gs:// URI).",
 )
+@storage_option_flag("--scores")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the metrics as JSON.")
 @click.option(
     "--report", type=click.Path(path_type=Path), help="Write an HTML report with figures here."
@@ -315,7 +327,8 @@ def apply(
 )
 def evaluate(
     ensemble_path: Path,
-    scores_path: Path,
+    scores_path: str,
+    storage_options: tuple[str, ...],
     out: Path | None,
     report: Path | None,
     seed: int,
@@ -327,7 +340,8 @@ def evaluate(
     from scoring.ensemble_file import EnsembleSpec, jsonable
 
     spec = EnsembleSpec.load(ensemble_path)
-    result = run_evaluate(spec, read_scores(scores_path), n_boot=n_boot, seed=seed)
+    scores = read_scores(scores_path, _storage(storage_options))
+    result = run_evaluate(spec, scores, n_boot=n_boot, seed=seed)
     summary = result.summary
     console = _console()
     if summary["rows"]["dropped_not_ok"]:

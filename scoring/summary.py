@@ -13,14 +13,17 @@ import pyarrow.parquet as pq
 ERROR_SAMPLES = 20
 
 
-def collect_stats(files: Sequence[str], *, samples: int = ERROR_SAMPLES) -> dict[str, Any]:
+def collect_stats(
+    files: Sequence[str], *, samples: int = ERROR_SAMPLES, filesystem: Any = None
+) -> dict[str, Any]:
     """Counts by status and error code, and the first error rows (by row number), read from
-    the parts a column at a time."""
+    the parts (in the pyarrow ``filesystem``, default local) a column at a time."""
     by_status: Counter[str] = Counter()
     by_code: Counter[str] = Counter()
     errors: list[dict[str, Any]] = []
+    columns = ["row", "path", "status", "error_code", "error"]
     for f in files:
-        t = pq.read_table(f, columns=["row", "path", "status", "error_code", "error"])
+        t = pq.read_table(f, columns=columns, filesystem=filesystem)
         for value, count in _value_counts(t.column("status")):
             by_status[value] += count
         bad = t.filter(pc.not_equal(t.column("status"), "ok"))

@@ -485,9 +485,12 @@ def _run_pipeline(
         # A task's own error (e.g. OSError: no space left) is the cause a RayTaskError wraps;
         # its first line alone names only the task.
         cause = getattr(exc, "cause", None) or exc
+        what = f"{type(cause).__name__}: {_first_line(cause)}"
+        if isinstance(cause, ray.exceptions.UserCodeException):
+            what = _map_error(str(exc)) or what
         raise GenderscoreError(
-            f"scoring failed: {type(cause).__name__}: {_first_line(cause)}; the parts written so "
-            "far are kept: fix the cause and rerun the same command to resume"
+            f"scoring failed: {what}; the parts written so far are kept: fix the cause and "
+            "rerun the same command to resume"
         ) from exc
     finally:
         for key, value in saved.items():
@@ -499,6 +502,17 @@ def _progress(layout: RunLayout) -> int:
     after every batch) plus output files written so far."""
     rows = sum(node["rows"] for node in read_tally(layout.tally, layout.filesystem).values())
     return rows + len(layout.part_files())
+
+
+def _map_error(text: str) -> str | None:
+    """``Class: message`` of the error a map function (decode, scorer) raised: Ray Data wraps
+    it in a UserCodeException and keeps it only in the task's traceback text (e.g. the
+    decode step's StorageUnreachable when the object store went away)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    found = re.search(
+        r"^(?:[\w.]+\.)?(\w+): (.*)\n\nThe above exception was the direct cause", text, re.M
+    )
+    return f"{found.group(1)}: {found.group(2)}" if found else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -307,6 +307,11 @@ class RemoteReads:
 
         resolve = resolver(self.storage)
         limit = max_bytes or MAX_FILE_BYTES
+        for uri in {store_of(u): u for u in uris}.values():
+            try:  # build each store's file system (SDK start, credentials) outside the deadline
+                resolve(uri)
+            except (OSError, ValueError):
+                pass  # the fetch says it for its row
         results = fetch_all(
             uris,
             lambda uri: read_image_bytes(uri, max_bytes=limit, resolve=resolve),

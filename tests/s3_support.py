@@ -8,6 +8,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +135,40 @@ class S3Server:
         relay = Relay(self.relay.target).start()
         self.relays.append(relay)
         return relay
+
+    def user_for(self, bucket: str) -> tuple[str, str]:
+        """A new IAM user allowed ``s3:*`` on ``bucket`` only: its (access key, secret key)."""
+        import json
+        import uuid
+
+        import boto3
+
+        logging.getLogger("botocore").setLevel(logging.WARNING)  # not in the tests' stderr
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1")
+        name = f"user-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=name)
+        resources = [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+        policy = {"Effect": "Allow", "Action": "s3:*", "Resource": resources}
+        iam.put_user_policy(
+            UserName=name,
+            PolicyName="one-bucket",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [policy]}),
+        )
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    @contextmanager
+    def enforcing_access(self) -> Iterator[None]:
+        """Requests are checked against IAM (signature, user policy) while inside: moto lets
+        everyone do everything otherwise."""
+        from moto import settings
+
+        saved = settings.INITIAL_NO_AUTH_ACTION_COUNT
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        try:
+            yield
+        finally:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
 
     def put(self, path: str, data: bytes) -> str:
         """Write ``bucket/key``; returns its ``s3://`` URI."""

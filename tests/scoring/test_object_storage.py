@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -122,3 +123,105 @@ def test_manifest_images_and_output_on_s3(ray_local, s3, model_paths, tmp_path, 
 
 def _opts(s3, relay=None) -> list[str]:
     return [arg for opt in s3.options(relay) for arg in ("--storage-option", opt)]
+
+
+def test_denied_missing_and_slow_objects_are_row_errors(
+    ray_local, s3, model_paths, tmp_path, capsys
+):
+    """With access checked (IAM user allowed one bucket, its keys given as storage options, so
+    the Ray workers get them with the job and not from their environment)."""
+    keys = upload_faces(s3, "open", tmp_path / "faces", 3)
+    s3.bucket("closed")
+    s3.put("closed/face.jpg", (tmp_path / "faces" / "face000.jpg").read_bytes())
+    s3.put("closed/m.csv", manifest_text([("x", "s3://open/faces/face000.jpg")]))
+    s3.put("open/slow/face.jpg", (tmp_path / "faces" / "face001.jpg").read_bytes())
+    key, secret = s3.user_for("open")
+    creds = ["--storage-option", f"access_key={key}", "--storage-option", f"secret_key={secret}"]
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(
+        manifest_text(
+            [
+                ("ok0", f"s3://open/{keys[0]}"),
+                ("denied", "s3://closed/face.jpg"),
+                ("missing", "s3://open/faces/none.jpg"),
+                ("slow", "s3://open/slow/face.jpg"),
+                ("ok1", f"s3://open/{keys[1]}"),
+            ]
+        )
+    )
+    args = ["--models", model_paths[0], "--id-column", "image_id", "--no-progress"]
+    args += ["--run-date", DATE, *_opts(s3), *creds]
+    s3.relay.delays[b"/open/slow/face.jpg"] = 12.0
+    try:
+        with s3.enforcing_access():
+            # an output the user may not write: one line, before any work
+            code, _, err = scoring(["--manifest", str(manifest), "--out", "s3://closed/scores",
+                                    *args], capsys)  # fmt: skip
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert f"cannot use --out s3://closed/scores/run_date={DATE} (endpoint" in err
+            assert "ACCESS_DENIED" in err
+            # a manifest it may not read
+            code, _, err = scoring(["--manifest", "s3://closed/m.csv", "--out",
+                                    str(tmp_path / "o"), *args], capsys)  # fmt: skip
+            assert code == 2 and "manifest s3://closed/m.csv: permission denied" in err
+            # keys the server does not know: before any work, not a run of error rows
+            wrong = [
+                "--storage-option",
+                "access_key=AKIANOBODY",
+                "--storage-option",
+                "secret_key=x",
+            ]
+            code, _, err = scoring(["--manifest", str(manifest), "--out", str(tmp_path / "o"),
+                                    *args, *wrong], capsys)  # fmt: skip
+            assert code == 2 and "cannot use the images in s3://open/" in err, err
+            assert "INVALID_ACCESS_KEY_ID" in err
+            t0 = time.monotonic()
+            code, _, err = scoring(["--manifest", str(manifest), "--out", str(tmp_path / "o"),
+                                    *args, "--read-timeout", "4"], capsys)  # fmt: skip
+            took = time.monotonic() - t0
+            assert code == 0, err
+    finally:
+        del s3.relay.delays[b"/open/slow/face.jpg"]
+    table = pq.read_table(tmp_path / "o" / f"run_date={DATE}").sort_by("row")
+    assert table["status"].to_pylist() == ["ok", "error", "error", "error", "ok"], table["error"]
+    assert table["error_code"].to_pylist()[1:4] == ["permission_denied", "not_found", "timeout"]
+    assert "ACCESS_DENIED" in table["error"][1].as_py()
+    assert "within 4 s" in table["error"][3].as_py()
+    assert took < 120  # the slow object held back nothing for long
+
+
+def test_a_wrong_endpoint_is_one_line_before_any_work(s3, model_paths, tmp_path, capsys):
+    from s3_support import free_port
+
+    s3.bucket("nowhere")
+    dead = ["--storage-option", f"endpoint_override=http://127.0.0.1:{free_port()}"]
+    local = tmp_path / "m.csv"
+    local.write_bytes(manifest_text([("a", "s3://nowhere/a.jpg")]))
+    cases = [
+        (
+            ["--manifest", "s3://nowhere/m.csv", "--out", str(tmp_path / "o")],
+            "manifest s3://nowhere/m.csv",
+        ),
+        (
+            ["--manifest", str(local), "--out", str(tmp_path / "o")],
+            "the images in s3://nowhere/a.jpg",
+        ),
+        (
+            ["--manifest", str(local), "--out", "s3://nowhere/scores"],
+            "--out s3://nowhere/scores/run_date=",
+        ),
+    ]
+    for extra, what in cases:
+        t0 = time.monotonic()
+        code, _, err = scoring(
+            [*extra, "--models", model_paths[0], "--run-date", DATE, *dead], capsys
+        )
+        # one error line (the image stores are checked once the manifest is staged, after
+        # the run's first log line), and no scoring: Ray is not even started
+        errors = [line for line in err.splitlines() if line.startswith("genderscore scoring:")]
+        assert code == 2 and len(errors) == 1 and err.strip().endswith(errors[0]), err
+        assert f"cannot use {what}" in errors[0] and "Could not connect" in errors[0], errors[0]
+        assert "check --storage-option endpoint_override/region/scheme" in errors[0]
+        assert time.monotonic() - t0 < 30
+        assert "ray" not in err.lower()
+    assert not list((tmp_path / "o").glob("**/*.parquet"))

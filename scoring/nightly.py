@@ -74,7 +74,11 @@ def committed_dates(
     text = os.fspath(out)
     filesystem, root = filesystem_for(text, storage)
     found = []
-    for child in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+    try:
+        children = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except NotADirectoryError:
+        return []  # a file: the run says so in one line
+    for child in children:
         day = child.base_name[len(DATE_PREFIX) :]
         if not (child.base_name.startswith(DATE_PREFIX) and _DATE_RE.match(day)):
             continue

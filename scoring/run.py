@@ -86,7 +86,9 @@ def score_manifest(
     ``options`` are the fields of :class:`scoring.options.ScoringOptions`: ``path_column``,
     ``id_column``, ``label_column``, ``keep_columns``, ``root``, ``batch_size``,
     ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``,
-    ``stall_timeout``.
+    ``stall_timeout``, ``storage_options``, ``read_timeout``, ``read_concurrency``.
+    ``manifest``, image paths and ``out`` may be object-store URIs (:mod:`scoring.storage`,
+    :mod:`scoring.objectstore`).
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
     resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
 

@@ -196,11 +196,22 @@ def resolver(storage: StorageOptions | None) -> Any:
     return lambda uri: filesystem_for(uri, storage)
 
 
-def _env_key(scheme: str) -> tuple[str | None, ...]:
-    if scheme != "s3":
-        return ()
-    names = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
-    return tuple(os.environ.get(n) for n in names)
+#: What a file system built now takes from the environment: a change builds another one.
+_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+)
+
+
+def _env_key(scheme: str) -> int:
+    return hash(tuple(os.environ.get(n) for n in _ENV))
 
 
 def _build(scheme: str, location: str, storage: StorageOptions) -> Any:

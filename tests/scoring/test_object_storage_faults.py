@@ -5,7 +5,6 @@ manifest row exactly once in the committed date, read by its listing."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -13,7 +12,7 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from nightly_support import end_session, spawn, wait_for, write_faces
+from nightly_support import kill_driver_when, run_to_the_end, wait_for, write_faces
 
 from models.cli_support import run_cli
 from scoring.cli import cli
@@ -111,29 +110,17 @@ def test_kill_the_driver_of_an_s3_run_then_rerun_scores_every_row_once(s3, model
     )
     command = [sys.executable, "-m", "scoring", "run", "--config", str(config)]
     prefix = f"crash/scores/run_date={DATE}"
-    log1 = tmp_path / "attempt1.log"
-    first = spawn(command, log1)
-    try:
-        wait_for(
-            lambda: len(finished_parts(s3, prefix)) >= 2,
-            timeout=600,
-            what="two parts on S3",
-            proc=first,
-            log=log1,
-        )
-        os.kill(first.pid, signal.SIGKILL)  # the driver only: no finally, no atexit
-        first.wait(timeout=60)
-        kept = finished_parts(s3, prefix)
-    finally:
-        end_session(first)  # the local Ray it started, as a reboot would
+    first = kill_driver_when(
+        command,
+        tmp_path / "attempt1.log",
+        lambda: len(finished_parts(s3, prefix)) >= 2,
+        "two parts on S3",
+    )
+    kept = finished_parts(s3, prefix)
+    assert first.returncode == -signal.SIGKILL
     assert read_committed(f"s3://{prefix}", s3.storage()) is None
 
-    log2 = tmp_path / "attempt2.log"
-    second = spawn(command, log2)
-    try:
-        assert second.wait(timeout=900) == 0, log2.read_text()[-3000:]
-    finally:
-        end_session(second)
+    run_to_the_end(command, tmp_path / "attempt2.log")
     table, summary = committed_rows(s3, f"s3://{prefix}")
     assert table["row"].to_pylist() == list(range(ROWS))
     assert table["id"].to_pylist() == [f"img{i}" for i in range(ROWS)]

@@ -292,3 +292,27 @@ def test_staged_rows_and_done_rows_ignore_unreadable_parts(s3):
         assert layout.done_rows().tolist() == [5, 6]
         assert len(layout.part_files()) == 1  # the torn part is gone, its rows scored again
     assert not Path(layout.todo).exists()  # the local staging of the rows is removed
+
+
+def test_credentials_from_an_aws_profile(s3, tmp_path, monkeypatch):
+    """With access checked: a profile's keys (``AWS_PROFILE`` and the AWS files, no key in the
+    environment) reach one bucket and are refused the other."""
+    from scoring.manifest import read_header
+
+    for bucket in ("prof-open", "prof-closed"):
+        s3.bucket(bucket)
+        s3.put(f"{bucket}/m.csv", b"path\na.jpg\n")
+    key, secret = s3.user_for("prof-open")
+    (tmp_path / "credentials").write_text(
+        f"[reader]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+    )
+    (tmp_path / "config").write_text("[profile reader]\nregion = us-east-1\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "reader")
+    with s3.enforcing_access():
+        assert read_header("s3://prof-open/m.csv", s3.storage()) == ["path"]
+        with pytest.raises(UsageError, match=r"manifest s3://prof-closed/m.csv: permission denied"):
+            read_header("s3://prof-closed/m.csv", s3.storage())

@@ -117,6 +117,8 @@ class FramedImage:
     """One decoded image cut for each requested (size, framing), and the face it was cut at."""
 
     arrays: list[np.ndarray]
+    #: The upright image's full-resolution (width, height).
+    full_size: tuple[int, int] = (0, 0)
     #: Faces found; ``None`` when no framing needed a detector.
     faces: int | None = None
     #: The main face in the upright image's full-resolution pixels: x, y, width, height.
@@ -190,14 +192,14 @@ def frame_image(
     face box is reported in its pixels. Where no face is found every framing gets the whole
     image; :func:`models.imageio.decode_framed` turns that into ``no_face`` for ``require``.
     """
-    out = FramedImage(arrays=[])
+    out = FramedImage(arrays=[], full_size=full_size or image.size)
     face: Face | None = None
     if any(f.aligned for _, f in requests):
         faces = (detector or default_detector()).detect(image)
         face = main_face(faces)
         out.faces = len(faces)
         if face is not None:
-            k = (full_size[0] / image.size[0]) if full_size else 1.0
+            k = out.full_size[0] / image.size[0]
             out.box = tuple(float(v * k) for v in face.box)  # type: ignore[assignment]
             out.score = float(face.score)
     for size, framing in requests:

@@ -93,6 +93,33 @@ def plot_predictions(
     return _save(fig, path)
 
 
+def plot_framed_predictions(
+    photos: Sequence[tuple[np.ndarray, Sequence[float] | None] | None],
+    crops: Sequence[np.ndarray | None],
+    titles: Sequence[str],
+    path: Path,
+) -> Path:
+    """One row per image: the photo with the face box found, and the crop the model saw."""
+    from matplotlib.patches import Rectangle
+
+    n = max(len(titles), 1)
+    fig, axes = plt.subplots(n, 2, figsize=(5.2, 2.7 * n), squeeze=False)
+    for (ax_photo, ax_crop), photo, crop, title in zip(axes, photos, crops, titles, strict=False):
+        ax_photo.axis("off")
+        ax_crop.axis("off")
+        if photo is not None:
+            pixels, box = photo
+            ax_photo.imshow(pixels)
+            if box is not None:
+                x, y, w, h = box
+                ax_photo.add_patch(Rectangle((x, y), w, h, fill=False, color="lime", lw=1.5))
+            ax_photo.set_title("face found" if box is not None else "no face", fontsize="small")
+        if crop is not None:
+            ax_crop.imshow(crop)
+        ax_crop.set_title(title, fontsize="small")
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

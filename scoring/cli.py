@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from models.errors import GenderscoreError, UsageError
+from models.framing import FACE_MODES
 from scoring.options import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT
 
 log = logging.getLogger("scoring")
@@ -149,6 +150,14 @@ def cli() -> None:
     "this long, e.g. after a lost Ray node; 0: wait forever.",
 )
 @click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    default=None,
+    help="Face framing for every model: off (whole images), align (the main face aligned; "
+    "the whole image when none is found), require (no face: a no_face error row). Default: "
+    "each model's own, as it was trained.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Score the date again even if it is already committed (replaced in one step).",
@@ -180,6 +189,7 @@ def run(
     root: str | None,
     rows_per_file: int | None,
     stall_timeout: float,
+    faces: str | None,
     force: bool,
     progress: bool,
     more_models: tuple[str, ...],
@@ -217,6 +227,7 @@ def run(
         "keep_columns": keep_columns,
         "root": root,
         "stall_timeout": stall_timeout,
+        "faces": faces,
         "force": force,
         # progress bars are not log lines: none with JSON logs
         "progress": progress and log_format == "text",

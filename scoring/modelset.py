@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import DataError, GenderscoreError, UsageError
+from models.framing import Framing
 from scoring.internal.hashing import sha256_bytes
 
 #: Contract 1: the converted graph's input and first output.
@@ -27,6 +28,8 @@ class ModelRef:
     input_size: tuple[int, int]
     class_names: tuple[str, str]
     positive_class: str
+    #: How the scorer cuts this model's input from a photo (its metadata's, or ``--faces``).
+    framing: Framing = Framing()
 
     @property
     def column(self) -> str:
@@ -42,6 +45,7 @@ class ModelRef:
             "input_size": list(self.input_size),
             "class_names": list(self.class_names),
             "positive_class": self.positive_class,
+            "framing": self.framing.to_dict(),
         }
 
 
@@ -87,6 +91,7 @@ def load_model(path: str | os.PathLike[str]) -> ModelRef:
         input_size=(int(meta.input_size[0]), int(meta.input_size[1])),
         class_names=(str(meta.class_names[0]), str(meta.class_names[1])),
         positive_class=str(meta.positive_class),
+        framing=meta.framing,
     )
 
 

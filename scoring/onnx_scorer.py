@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from models.onnx_session import make_session
-from scoring.decode import STATUS_OK, image_column
+from scoring.decode import FACE_FIELDS, STATUS_OK, image_column
 from scoring.modelset import INPUT_NAME, PROB_OUTPUT, ModelRef
 
 META_KEY = b"genderscore"
@@ -41,6 +41,7 @@ def output_schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("error_code", pa.string()),
         pa.field("error", pa.string()),
+        *FACE_FIELDS,
     ]
     fields += [pa.field(m.column, pa.float32()) for m in models]
     if ensemble:
@@ -115,7 +116,7 @@ def score_table(
     probs: dict[str, np.ndarray] = {}
     cache: dict[str, np.ndarray] = {}
     for ref, session in zip(models, sessions, strict=True):
-        name = image_column(ref.input_size)
+        name = image_column(ref.input_size, ref.framing)
         if name not in cache:
             images = tensor_to_numpy(batch.column(name))
             cache[name] = images if len(idx) == n else images[idx]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from models.errors import UsageError
+from models.framing import parse_face_mode
 from scoring.manifest import ManifestColumns
 
 #: Throughput is flat from 8 to 32 images on CPU; an actor's ORT memory is not (three fp32
@@ -40,6 +41,8 @@ class ScoringOptions:
     rows_per_file: int = 5_000
     #: Seconds without progress before the run fails instead of waiting forever; 0: never.
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    #: Face framing for every model (off, align, require); default: each model's own.
+    faces: str | None = None
 
     @property
     def columns(self) -> ManifestColumns:
@@ -79,6 +82,8 @@ def check_options(
     _positive_int(options.rows_per_part, "rows_per_part")
     _positive_int(options.rows_per_file, "rows_per_file")
     _seconds(options.stall_timeout, "--stall-timeout")
+    if options.faces is not None:
+        parse_face_mode(options.faces)
     if options.root is not None and not os.fspath(options.root).strip():
         raise UsageError("--root must name a folder")
     if options.root is not None and "://" not in os.fspath(options.root):

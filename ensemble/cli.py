@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.errors import GenderscoreError, UsageError
+from models.framing import FACE_MODES
 
 log = logging.getLogger(__name__)
 METHOD_CHOICES = ["mean", "weighted", "logit", "stacking", "auto"]
@@ -80,6 +81,12 @@ def _objective(ctx: click.Context, param: click.Parameter, value: str):
     help="With --manifest: folder or URI that relative image paths are under.",
 )
 @click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    help="With --manifest: face framing for every model (off, align, require). Default: each "
+    "model's own.",
+)
+@click.option(
     "--method",
     type=click.Choice(METHOD_CHOICES),
     default="auto",
@@ -139,6 +146,7 @@ def tune(
     label_column: str | None,
     path_column: str | None,
     root: str | None,
+    faces: str | None,
     method: str,
     objective,
     positive: str,
@@ -155,7 +163,12 @@ def tune(
 
     if (scores_path is None) == (manifest is None):
         raise click.UsageError("give either --scores VAL.parquet or --manifest CSV --models ...")
-    manifest_options = {"label_column": label_column, "path_column": path_column, "root": root}
+    manifest_options = {
+        "label_column": label_column,
+        "path_column": path_column,
+        "root": root,
+        "faces": faces,
+    }
     manifest_options = {k: v for k, v in manifest_options.items() if v is not None}
     if manifest is not None:
         if not model_paths:

@@ -122,3 +122,38 @@ def test_a_model_framed_in_its_metadata_is_aligned_without_a_flag(
     )
     assert got_whole == pytest.approx(_direct(whole, path, Framing()), abs=1e-5)
     assert got_aligned != pytest.approx(got_whole, abs=1e-4)  # the two crops differ
+
+
+@pytest.mark.slow
+def test_a_model_trained_with_align_is_scored_aligned(ray_local, photos, tmp_path):
+    """models train --faces align -> run.json -> convert -> ONNX metadata -> scoring run: the
+    scorer aligns faces for it with no --faces anywhere after training."""
+    from click.testing import CliRunner
+
+    from convert.converter import convert_model
+    from models.cli import cli
+    from models.runinfo import read_run_info
+
+    data = tmp_path / "data"
+    for label, source in (("female", "astronaut"), ("male", "camera")):
+        (data / label).mkdir(parents=True)
+        for i in range(8):
+            side = 80 + 10 * i
+            photo(source=source, side=side, seed=i).save(data / label / f"{i}.jpg")
+    run_dir = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run_dir), "--backbone", "mobilenetv2",
+            "--image-size", "32", "--weights", "none", "--epochs", "1", "--batch-size", "8",
+            "--faces", "align", "--quiet"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    info = read_run_info(run_dir)
+    assert info is not None and info.framing == Framing(FaceMode.ALIGN)
+    model = convert_model(run_dir, tmp_path / "aligned.onnx", name="aligned").path
+    assert read_metadata(model).framing == Framing(FaceMode.ALIGN)
+    manifest, _ = photos
+    table, summary = _score(manifest, [str(model)], tmp_path / "out")
+    assert table["faces"].to_pylist() == [1, 1, 1, 0, None]
+    assert summary["models"][0]["framing"]["mode"] == "align"
+    path = table["path"][0].as_py()
+    want = _direct(str(model), path, Framing(FaceMode.ALIGN))
+    assert table["p_aligned"][0].as_py() == pytest.approx(want, abs=1e-5)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.errors import DataError, UsageError
+from scoring.decode import FACE_FIELDS
 from scoring.internal.hashing import sha256_stream
 
 #: Columns every scoring output has (contract 2); a kept manifest column may not reuse them.
@@ -40,6 +41,7 @@ RESERVED_COLUMNS = frozenset(
         "label",
         "threshold",
         "ensemble_version",
+        *(f.name for f in FACE_FIELDS),
     }
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -148,6 +148,16 @@ def test_a_model_trained_with_align_is_scored_aligned(ray_local, photos, tmp_pat
     assert result.exit_code == 0, result.output
     info = read_run_info(run_dir)
     assert info is not None and info.framing == Framing(FaceMode.ALIGN)
+    shown = tmp_path / "shown.png"
+    faces_dir = data / "female"
+    args = ["predict", str(faces_dir / "0.jpg"), str(faces_dir / "5.jpg"), "--model",
+            str(run_dir / "model.keras"), "--show", str(shown), "--format", "json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert len([ln for ln in result.output.splitlines() if ln.startswith("{")]) == 2
+    from PIL import Image
+
+    assert Image.open(shown).size[0] > Image.open(shown).size[1] / 2  # photo and crop per row
     model = convert_model(run_dir, tmp_path / "aligned.onnx", name="aligned").path
     assert read_metadata(model).framing == Framing(FaceMode.ALIGN)
     manifest, _ = photos

@@ -22,6 +22,13 @@ from models.errors import DataError
 from models.framing import Framing
 from models.preprocessing import PREPROCESSING
 
+#: The model file's graph interface (docs/contracts.md, "the model file"): one uint8 NHWC
+#: input, then P(positive class) and its log-odds, in this order.
+INPUT_NAME = "image"
+PROB_OUTPUT = "prob"
+LOGIT_OUTPUT = "logit"
+OUTPUT_NAMES = (PROB_OUTPUT, LOGIT_OUTPUT)
+
 #: Bumped when a key changes meaning or a required key is added. 2: ``framing`` (a reader of
 #: version 1 would score a face-framed model on whole images, so it must refuse it).
 SCHEMA_VERSION = 2

@@ -1,4 +1,4 @@
-"""Reading scoring's Parquet output (contract 2) into checked numpy arrays.
+"""Reading the scores file (docs/contracts.md) into checked numpy arrays.
 
 A scores file has ``row``, ``id``, ``path``, ``status``, one ``p_<model>`` column per model
 (P of that model's positive class, null on error rows), optionally ``true_label``, and the key

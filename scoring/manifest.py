@@ -27,7 +27,7 @@ from models.errors import DataError, UsageError
 from scoring.decode import FACE_FIELDS
 from scoring.internal.hashing import sha256_stream
 
-#: Columns every scoring output has (contract 2); a kept manifest column may not reuse them.
+#: Columns every scores file has (docs/contracts.md); a kept manifest column may not reuse them.
 RESERVED_COLUMNS = frozenset(
     {
         "row",

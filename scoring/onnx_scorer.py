@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from convert.metadata import INPUT_NAME, PROB_OUTPUT
 from models.onnx_session import make_session
 from scoring.decode import FACE_FIELDS, STATUS_OK, image_column
-from scoring.modelset import INPUT_NAME, PROB_OUTPUT, ModelRef
+from scoring.modelset import ModelRef
 
 META_KEY = b"genderscore"
 ENSEMBLE_COLUMNS = ("p_ensemble", "label", "threshold", "ensemble_version")
@@ -33,7 +34,7 @@ def output_schema(
     ensemble: bool,
     metadata: Mapping[str, Any] | None = None,
 ) -> pa.Schema:
-    """Contract 2: the output columns in order, with the run's metadata under ``genderscore``."""
+    """The scores file's columns in order (docs/contracts.md), with the run's metadata under ``genderscore``."""
     fields = [
         pa.field("row", pa.int64(), nullable=False),
         pa.field("id", pa.string()),

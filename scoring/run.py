@@ -58,7 +58,7 @@ BATCHES_PER_BLOCK = 1
 
 @dataclass(frozen=True)
 class ScoringResult:
-    """What a scoring run produced (contract 4)."""
+    """What a scoring run produced (docs/contracts.md, "the scoring result")."""
 
     out: Path
     parquet_files: list[str]

@@ -25,7 +25,7 @@ def synthetic_scores(
 
 
 def model_meta(name: str, positive: str = "male") -> dict:
-    """A model's entry in scoring's Parquet metadata (contract 2)."""
+    """A model's entry in scoring's Parquet metadata (the scores file, docs/contracts.md)."""
     return {
         "name": name,
         "path": f"/models/{name}.onnx",

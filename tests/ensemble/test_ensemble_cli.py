@@ -1,4 +1,4 @@
-"""`genderscore ensemble tune|apply|evaluate` on Parquet files in scoring's format (contract 2)."""
+"""`genderscore ensemble tune|apply|evaluate` on Parquet files in scoring's format (the scores file, docs/contracts.md)."""
 
 from __future__ import annotations
 

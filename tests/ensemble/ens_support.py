@@ -44,8 +44,10 @@ def write_scores(
     models: list[dict] | None = None,
     status: np.ndarray | None = None,
     ids: list[str] | None = None,
+    kept: dict[str, list] | None = None,
 ) -> Path:
-    """A scoring output as ``scoring run`` writes it: columns, nulls on error rows, metadata."""
+    """A scoring output as ``scoring run`` writes it: columns, nulls on error rows, metadata;
+    ``kept``: manifest columns kept with ``--keep-columns`` (name -> values)."""
     n = len(next(iter(probs.values())))
     status = np.asarray(status if status is not None else ["ok"] * n)
     ok = status == "ok"
@@ -62,6 +64,8 @@ def write_scores(
         cols[f"p_{name}"] = pa.array(np.asarray(p, np.float32), pa.float32(), mask=~ok)
     if labels is not None:
         cols["true_label"] = pa.array([str(v) for v in labels], pa.string())
+    for name, values in (kept or {}).items():
+        cols[name] = pa.array(list(values))
     models = models if models is not None else [model_meta(name) for name in probs]
     meta = {
         "run_id": "test",

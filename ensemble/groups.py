@@ -363,7 +363,7 @@ def rate_gap(rows: list[dict], boots: Mapping[str, Mapping], rate: str, level: f
             "note": "fewer than two groups with enough rows of the class to compare",
         }
     worst = max(points, key=lambda g: points[g])
-    best = min(points, key=lambda g: points[g])
+    best = min((g for g in points if g != worst), key=lambda g: points[g])
     pairs = len(points) * (len(points) - 1) // 2
     gap_level = 1 - (1 - level) / pairs
     diff = np.asarray(boots[worst][rate]) - np.asarray(boots[best][rate])

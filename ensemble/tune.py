@@ -96,18 +96,13 @@ def tune(
     # The apply-time code scores the validation rows; the threshold is chosen on exactly those
     # float32 numbers so apply reproduces the validation decisions.
     p = EnsembleSpec.build(content).combine(data.raw)
-    choice = select_threshold(data.y, p, objective)
     gap_choice = None
     if groups is not None and groups.max_gap is not None:
         gap_choice = select_threshold_within_gap(data.y, p, objective, groupings, groups.max_gap)
         choice = gap_choice.choice
-        content["max_gap"] = {
-            "rate": groups.max_gap.rate,
-            "limit": groups.max_gap.limit,
-            "group_by": list(groups.group_by),
-            "bands": {c: list(e) for c, e in groups.bands.items()},
-            "min_group": groups.min_group,
-        }
+        content["max_gap"] = _ceiling_json(groups)
+    else:
+        choice = select_threshold(data.y, p, objective)
     classes = data.ordered_classes
     ens = model_summary(data.y, p, objective, classes)
     metrics = binary_metrics(data.y, p, choice.threshold, classes)
@@ -138,13 +133,8 @@ def tune(
     if gap_choice is not None:
         content["validation"]["gap_constraint"] = gap_choice.to_json()
     if groupings:
-        by_score = {"ensemble": (p, choice.threshold)}
-        by_score |= {
-            name: (data.X[:, j], content["validation"]["models"][name]["threshold"])
-            for j, name in enumerate(m["name"] for m in data.models)
-        }
-        content["validation"]["groups"] = audit(
-            data.y, by_score, groupings, n_boot=n_boot, seed=seed
+        content["validation"]["groups"] = _group_audit(
+            data, p, choice.threshold, content["validation"]["models"], groupings, n_boot, seed
         )
     content["selection"] = {
         "requested": method,
@@ -162,6 +152,36 @@ def tune(
     content["tuned_with"] = {"genderscore": _version(), "scores": scores.path}
     spec = EnsembleSpec.build(content)
     return TuneResult(spec=spec, data=data, p_ensemble=p, fitted=fitted, groupings=groupings)
+
+
+def _ceiling_json(groups: AuditOptions) -> dict:
+    """The gap ceiling as ensemble.json records it: enough to check it again on new data."""
+    assert groups.max_gap is not None
+    return {
+        "rate": groups.max_gap.rate,
+        "limit": groups.max_gap.limit,
+        "group_by": list(groups.group_by),
+        "bands": {c: list(e) for c, e in groups.bands.items()},
+        "min_group": groups.min_group,
+    }
+
+
+def _group_audit(
+    data: LabeledScores,
+    p: np.ndarray,
+    threshold: float,
+    members: dict,
+    groupings: tuple[Grouping, ...],
+    n_boot: int,
+    seed: int,
+) -> dict:
+    """Per-group rates on validation: the ensemble at ``threshold``, each member at its own."""
+    by_score = {"ensemble": (p, threshold)}
+    by_score |= {
+        m["name"]: (data.X[:, j], members[m["name"]]["threshold"])
+        for j, m in enumerate(data.models)
+    }
+    return audit(data.y, by_score, groupings, n_boot=n_boot, seed=seed)
 
 
 def _version() -> str:

@@ -1,5 +1,5 @@
-"""Synthetic scores with known distributions, and scoring-format Parquet files, for the
-ensemble tests (imported by name: pytest puts this folder on sys.path)."""
+"""Synthetic scores with known distributions, scoring-format Parquet files and the CLI
+runner, for the ensemble tests (imported by name: pytest puts this folder on sys.path)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ensemble.cli import cli
+from models.cli_support import run_cli
 
 
 def synthetic_scores(
@@ -84,3 +87,18 @@ def labeled(n: int, seed: int, separation=(2.0, 1.0, 0.0), names=("mnv2", "rn50"
     y, X = synthetic_scores(n, seed, separation=separation)
     labels = np.where(y == 1, "male", "female")
     return labels, {name: X[:, j] for j, name in enumerate(names)}
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    """``genderscore ensemble ARGS``: exit code, stdout, stderr."""
+    code = run_cli(cli, "genderscore ensemble", [str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(capsys, *args) -> str:
+    """The one stderr line of a run that must fail with exit code 2."""
+    code, _, err = run(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    return lines[0]

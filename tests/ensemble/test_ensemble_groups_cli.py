@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ens_support import labeled, write_scores
+from ens_support import labeled, one_line_error, run, write_scores
 
 from ensemble.cli import cli
 from models.cli_support import run_cli
@@ -42,19 +42,6 @@ def scores_with_groups(path: Path, seed: int) -> Path:
         z = np.log(p / (1 - p)) + 1.5 * shifted
         probs[name] = (1 / (1 + np.exp(-z))).astype(np.float32)
     return write_scores(path, labels, probs, kept=kept)
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = run_cli(cli, "genderscore ensemble", [str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line_error(capsys, *args) -> str:
-    code, _, err = run(capsys, *args)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ CALIBRATION_CHOICES = ["none", "platt", "isotonic"]
 
 
 def _console() -> Console:
-    # Piped output (logs, CI) would otherwise be cut to 80 columns and truncate the tables.
+    # Piped output (logs, CI) would otherwise be cut to 80 columns and truncate the tables;
+    # 160 holds the per-group tables (four rates with intervals) without wrapping.
     console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=140)
+    return console if console.is_terminal else Console(highlight=False, width=160)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -27,6 +27,7 @@ def ray_once():
         ray.shutdown()
 
 
+@pytest.mark.slow  # a local Ray scores the manifest twice
 def test_tune_from_a_manifest_then_apply_and_evaluate(
     ray_once, onnx_models, synthetic_dir, tmp_path, capsys
 ):

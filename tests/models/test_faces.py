@@ -20,7 +20,13 @@ from PIL import Image, ImageOps
 skdata = pytest.importorskip("skimage.data", reason="scikit-image is in the dev extra")
 
 from models.errors import DataError, UsageError  # noqa: E402
-from models.faces import FaceDetector, decode_candidates, main_face, merge_overlaps  # noqa: E402
+from models.faces import (  # noqa: E402
+    CASCADE,
+    FaceDetector,
+    decode_candidates,
+    main_face,
+    merge_overlaps,
+)
 from models.framing import (  # noqa: E402
     UTKFACE_TEMPLATE,
     FaceMode,
@@ -79,7 +85,7 @@ def _assert_box_near(box, expected, tol: float = 0.15) -> None:
 
 #: Finds the eyes again in aligned crops: a crop cut at the chin or the border scores lower
 #: than a photo, and here only the landmarks matter, not whether it is a face.
-_MEASURE = FaceDetector(((128, 0.5), (256, 0.5)))
+_MEASURE = FaceDetector(((128, 0.5, 1.0), (256, 0.5, 1.0)))
 
 
 def _eyes(crop: np.ndarray, side: int = 256) -> np.ndarray:
@@ -238,7 +244,25 @@ def test_group_photo_with_one_prominent_face_counts_what_the_first_model_saw():
     assert framed.faces == 1
     x, y, w, h = framed.box
     assert x + w / 2 < 200 and y + h / 2 < 200
-    assert len(FaceDetector(((256, 0.75),)).detect(canvas)) >= 20
+    assert len(FaceDetector(((256, 0.7, 1.0),)).detect(canvas)) >= 20
+
+
+def test_tight_crop_is_found_inside_a_margin(astro_box):
+    # A crop the face fills (as UTKFace's are) is too big for the short-range model's anchors;
+    # the cascade tries it again shrunk within a margin, and maps the box back to the crop.
+    left, top = 185, 90
+    tight = _astronaut().crop((left, top, 265, 170))
+    assert FaceDetector(CASCADE[:1]).detect(tight) == []
+    framed = decode_framed(_encode(tight, "PNG"), [(64, REQUIRE)])
+    assert framed.faces == 1 and framed.score >= CASCADE[1][1]
+    _assert_box_near(framed.box, np.r_[astro_box[:2] - [left, top], astro_box[2:]])
+
+
+def test_margin_maps_boxes_and_landmarks_back_to_the_image():
+    crop = _astronaut().crop((170, 75, 280, 185))
+    plain, inset = (main_face(FaceDetector(((128, 0.5, m),)).detect(crop)) for m in (1.0, 1.5))
+    np.testing.assert_allclose(inset.box, plain.box, atol=0.1 * plain.box[2])
+    np.testing.assert_allclose(inset.landmarks[:4], plain.landmarks[:4], atol=0.1 * plain.box[2])
 
 
 # --- alignment -----------------------------------------------------------------------------

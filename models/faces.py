@@ -30,9 +30,9 @@ LANDMARKS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 MIN_SCORE = 0.7
 #: The models :class:`FaceDetector` tries in order, as (input side, minimum score, margin):
 #: each runs only when the previous found nothing. A face filling the whole image (a tight
-#: crop such as UTKFace's) is too big for the 128 px model's anchors: 16% of UTKFace crops
-#: score under 0.7 as they are, 0.3% once the image is shrunk to 2/3 of the input, centred
-#: (margin 1.5); news photos keep their scores. The 256 px model comes last, for faces under
+#: crop such as UTKFace's) is too big for the 128 px model's anchors: 16% of UTKFace val
+#: crops score under 0.7 as they are, 0.25% once the image is shrunk to 2/3 of the input in a
+#: black margin (margin 1.5); news photos keep their scores. The 256 px model comes last, for faces under
 #: about a fifth of the photo's side (group photos, wide shots), which it finds at 0.7-0.95.
 CASCADE: tuple[tuple[int, float, float], ...] = (
     (128, MIN_SCORE, 1.0),

@@ -1,4 +1,4 @@
-"""Reading scoring's Parquet output (contract 2) into checked numpy arrays.
+"""Reading the scores file (docs/contracts.md) into checked numpy arrays.
 
 A scores file has ``row``, ``id``, ``path``, ``status``, one ``p_<model>`` column per model
 (P of that model's positive class, null on error rows), optionally ``true_label``, and the key
@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ensemble.groups import AuditOptions, Grouping, make_grouping
 from models.errors import DataError, UsageError
 
 META_KEY = b"genderscore"
@@ -308,6 +309,33 @@ def labeled_scores(
         n_total=len(ok),
         n_dropped=len(ok) - n_ok,
         fingerprint=fingerprint(ids, labels, raw, classes),
+    )
+
+
+def kept_column(scores: ScoresFile, column: str) -> list:
+    """A manifest column kept in the scores (``scoring run --keep-columns``), at the rows
+    :func:`labeled_scores` uses (status ok), as Python values (None for nulls)."""
+    if column not in scores.table.column_names:
+        raise DataError(
+            f"{scores.path} has no column {column!r} to group by (its columns: "
+            f"{', '.join(scores.table.column_names)}); score with 'genderscore scoring run "
+            f"--keep-columns {column}' (or 'ensemble tune --manifest ... --group-by {column}')"
+        )
+    values = scores.table.column(column).to_pylist()
+    return [v for v, ok in zip(values, scores.ok_mask(), strict=True) if ok]
+
+
+def score_groupings(scores: ScoresFile, options: AuditOptions) -> tuple[Grouping, ...]:
+    """One :class:`~ensemble.groups.Grouping` per ``--group-by`` column, over the rows
+    :func:`labeled_scores` uses."""
+    return tuple(
+        make_grouping(
+            column,
+            kept_column(scores, column),
+            edges=options.bands.get(column),
+            min_group=options.min_group,
+        )
+        for column in options.group_by
     )
 
 

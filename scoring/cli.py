@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from models.errors import GenderscoreError, UsageError
+from models.framing import FACE_MODES
 from scoring.options import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT
 from scoring.storage import DEFAULT_READ_CONCURRENCY, DEFAULT_READ_TIMEOUT
 
@@ -181,6 +182,14 @@ def cli() -> None:
     help="Object-store images each decode task fetches at once.",
 )
 @click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    default=None,
+    help="Face framing for every model: off (whole images), align (the main face aligned; "
+    "the whole image when none is found), require (no face: a no_face error row). Default: "
+    "each model's own, as it was trained.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Score the date again even if it is already committed (replaced in one step).",
@@ -215,6 +224,7 @@ def run(
     storage_options: tuple[str, ...],
     read_timeout: float,
     read_concurrency: int,
+    faces: str | None,
     force: bool,
     progress: bool,
     more_models: tuple[str, ...],
@@ -255,6 +265,7 @@ def run(
         "storage_options": storage_options,
         "read_timeout": read_timeout,
         "read_concurrency": read_concurrency,
+        "faces": faces,
         "force": force,
         # progress bars are not log lines: none with JSON logs
         "progress": progress and log_format == "text",

@@ -27,10 +27,11 @@ import pyarrow.parquet as pq
 
 from models.errors import DataError, UsageError
 from models.imageio import storage_failure
+from scoring.decode import FACE_FIELDS
 from scoring.internal.hashing import sha256_stream
 from scoring.storage import StorageOptions, filesystem_for, store_of, unusable_store
 
-#: Columns every scoring output has (contract 2); a kept manifest column may not reuse them.
+#: Columns every scores file has (docs/contracts.md); a kept manifest column may not reuse them.
 RESERVED_COLUMNS = frozenset(
     {
         "row",
@@ -44,6 +45,7 @@ RESERVED_COLUMNS = frozenset(
         "label",
         "threshold",
         "ensemble_version",
+        *(f.name for f in FACE_FIELDS),
     }
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from models.errors import UsageError
+from models.framing import parse_face_mode
 from scoring.manifest import ManifestColumns
 from scoring.storage import (
     DEFAULT_READ_CONCURRENCY,
@@ -53,6 +54,8 @@ class ScoringOptions:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     #: Object-store images a decode task fetches at once.
     read_concurrency: int = DEFAULT_READ_CONCURRENCY
+    #: Face framing for every model (off, align, require); default: each model's own.
+    faces: str | None = None
 
     @property
     def columns(self) -> ManifestColumns:
@@ -105,6 +108,8 @@ def check_options(
         raise UsageError("--read-timeout must be more than 0 seconds")
     _positive_int(options.read_concurrency, "--read-concurrency", high=256)
     storage = StorageOptions.parse(options.storage_options)
+    if options.faces is not None:
+        parse_face_mode(options.faces)
     if options.root is not None and not os.fspath(options.root).strip():
         raise UsageError("--root must name a folder")
     if options.root is not None and "://" not in os.fspath(options.root):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import DataError, GenderscoreError, UsageError
-from scoring.decode import decode_batch, normalise_root
+from scoring.decode import decode_batch, normalise_root, unique_requests
 from scoring.incremental import PriorScores, drop_prior_rows, load_prior
 from scoring.internal import logs
 from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_workers, ray_session
@@ -60,7 +60,7 @@ BATCHES_PER_BLOCK = 1
 
 @dataclass(frozen=True)
 class ScoringResult:
-    """What a scoring run produced (contract 4)."""
+    """What a scoring run produced (docs/contracts.md, "the scoring result")."""
 
     out: Path | str  # a URI for an object-store output
     parquet_files: list[str]
@@ -114,6 +114,8 @@ def score_manifest(
             "earlier runs already scored (paths are not stable ids)"
         )
     spec, refs = _resolve_models(models, ensemble)
+    if opts.faces is not None:
+        refs = [dataclasses.replace(r, framing=r.framing.with_mode(opts.faces)) for r in refs]
     prior = None
     if incremental_from is not None:
         assert opts.id_column is not None
@@ -307,6 +309,9 @@ class _Job:
             "models": [(r.name, r.sha256) for r in refs],
             "ensemble_version": spec.version if spec is not None else None,
         }
+        if any(r.framing.aligned for r in refs):
+            # framing changes the pixels, so the scores (models framed off keep old job keys)
+            described["framing"] = [r.framing.to_dict() for r in refs]
         if prior is not None:
             # the rows left out depend on which earlier outputs held them
             described["incremental_from"] = prior.key
@@ -394,7 +399,7 @@ def _run_pipeline(
         def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
             return f"{self.prefix}-{write_uuid}-{task_index:06d}"
 
-    sizes = sorted({r.input_size for r in refs})
+    requests = unique_requests([(r.input_size, r.framing) for r in refs])
     ctx = DataContext.get_current()
     saved_keys = (
         "enable_progress_bars",
@@ -426,7 +431,7 @@ def _run_pipeline(
     # Decoded images are large (150 KB a row at 224 px): blocks of one batch keep the actors
     # evenly fed to the end and memory small, where Ray's default (128 MiB) would hand one
     # actor ~850 images at a time (measured: a long tail with one actor idle).
-    row_bytes = sum(h * w * 3 for h, w in sizes) + 512
+    row_bytes = sum(h * w * 3 for (h, w), _ in requests) + 512
     ctx.target_max_block_size = max(1 << 20, BATCHES_PER_BLOCK * opts.batch_size * row_bytes)
     # Refs, not bytes, in the actors' arguments: small arguments are inlined, and a restarted
     # actor fetches the models again while the driver holds the refs.
@@ -440,7 +445,7 @@ def _run_pipeline(
             ds = ray.data.read_parquet(todo, filesystem=todo_fs, num_cpus=TASK_CPUS)
             ds = ds.map_batches(
                 decode_batch,
-                fn_kwargs={"sizes": sizes, "root": root, "reads": opts.reads},
+                fn_kwargs={"requests": requests, "root": root, "reads": opts.reads},
                 batch_format="pyarrow",
                 batch_size=opts.batch_size,
                 num_cpus=TASK_CPUS,

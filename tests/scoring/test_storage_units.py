@@ -15,6 +15,7 @@ import pytest
 from nightly_support import write_faces
 
 from models.errors import UsageError
+from models.framing import Framing
 from models.imageio import ErrorCode, ImageError, StorageUnreachable
 from scoring.config import read_config
 from scoring.decode import decode_paths
@@ -157,7 +158,7 @@ def test_decode_reads_objects_and_makes_row_errors(s3, tmp_path):
     try:
         paths = [f"s3://imgs/{k}" for k in ("ok.jpg", "missing.jpg", "empty.jpg", "slow.jpg")]
         reads = RemoteReads(s3.storage(), concurrency=4, timeout=1.0)
-        out = decode_paths([*paths, "s3://nobucket-here/x.jpg"], [32], reads=reads)
+        out = decode_paths([*paths, "s3://nobucket-here/x.jpg"], [(32, Framing())], reads=reads)
     finally:
         del s3.relay.delays[b"/imgs/slow.jpg"]
     assert out.ok.tolist() == [True, False, False, False, False]
@@ -167,7 +168,7 @@ def test_decode_reads_objects_and_makes_row_errors(s3, tmp_path):
         StorageOptions.parse([f"endpoint_override=http://127.0.0.1:{_closed_port()}"])
     )
     with pytest.raises(StorageUnreachable, match="cannot read s3://imgs/ok.jpg: .*connect"):
-        decode_paths(["s3://imgs/ok.jpg"], [32], reads=dead)
+        decode_paths(["s3://imgs/ok.jpg"], [(32, Framing())], reads=dead)
     assert isinstance(ImageError(ErrorCode.TIMEOUT, "x"), ImageError)
 
 

@@ -110,7 +110,7 @@ def _name_batch_dim(proto: Any) -> None:
 
 
 def _check_interface(proto: Any) -> None:
-    """The contract every later stage relies on (README: ONNX model produced by convert)."""
+    """The contract every later stage relies on (docs/contracts.md, The model file)."""
     import onnx
 
     got_in = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]

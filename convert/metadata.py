@@ -54,7 +54,7 @@ _JSON_FIELDS = frozenset({"input_size", "class_names", "versions", "quantization
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """The contract between ``convert`` and the scorer (see the README's ``convert`` section)."""
+    """The contract between ``convert`` and the scorer (docs/models-and-convert.md, Metadata)."""
 
     schema_version: int
     name: str

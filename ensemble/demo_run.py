@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: Backbones trained by default: the three the teams use, smallest first.
 DEMO_BACKBONES = ("mobilenetv2", "efficientnetb0", "resnet50")
-#: Defaults measured to finish within 5 minutes on 2 CPU cores (README, demo section).
+#: Defaults measured to finish within 5 minutes on 2 CPU cores (docs/benchmarks.md, The demo).
 DEFAULT_IMAGES = 200
 DEFAULT_IMAGE_SIZE = 40
 DEFAULT_EPOCHS = 5

@@ -39,7 +39,7 @@ DRAFT_SIDE = 1024
 
 
 class ErrorCode(StrEnum):
-    """Stable codes for rows that could not be scored (documented in the README)."""
+    """Stable codes for rows that could not be scored (README: Error codes)."""
 
     BAD_PATH = "bad_path"  # empty path cell, or one no file system accepts (a NUL byte)
     OUTSIDE_ROOT = "outside_root"  # path escapes --root

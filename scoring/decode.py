@@ -33,7 +33,7 @@ STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
 
-#: The face columns every output has, in order (see the README's output schema).
+#: The face columns every output has, in order (see the README's Output schema).
 FACE_FIELDS = (
     pa.field("faces", pa.int32()),
     pa.field("face_box", pa.list_(pa.float32())),

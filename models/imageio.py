@@ -125,22 +125,25 @@ def _read_uri(uri: str, max_bytes: int, resolve: Resolver | None) -> bytes:
 
     try:
         filesystem, inner = (resolve or pafs.FileSystem.from_uri)(uri)
-        info = filesystem.get_file_info(inner)
-        if info.type == pafs.FileType.NotFound:
-            raise ImageError(ErrorCode.NOT_FOUND, f"no such file: {uri}")
-        if info.type != pafs.FileType.File:
-            raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {uri}")
-        _check_size(info.size or 0, uri, max_bytes)
-        with filesystem.open_input_stream(inner) as fh:
+        # Opening learns the size (one HEAD request on S3), reading is one GET: no separate
+        # look-up first, a third fewer round trips per image.
+        with filesystem.open_input_file(inner) as fh:
+            _check_size(fh.size(), uri, max_bytes)
             return fh.read()
     except ImageError:
         raise
+    except FileNotFoundError:
+        raise ImageError(ErrorCode.NOT_FOUND, f"no such file: {uri}") from None
+    except IsADirectoryError:
+        raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {uri}") from None
     except PermissionError:
         raise ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {uri}") from None
     except StorageUnreachable:
         raise
     except (OSError, ValueError) as exc:
         text = " ".join(str(exc).split())
+        if "Not a regular file" in text or "is a directory" in text.lower():
+            raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {uri}") from None
         kind = storage_failure(exc)
         if kind in ("unreachable", "credentials"):
             raise StorageUnreachable(f"cannot read {uri}: {text}") from None

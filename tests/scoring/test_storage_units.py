@@ -158,11 +158,13 @@ def test_decode_reads_objects_and_makes_row_errors(s3, tmp_path):
     try:
         paths = [f"s3://imgs/{k}" for k in ("ok.jpg", "missing.jpg", "empty.jpg", "slow.jpg")]
         reads = RemoteReads(s3.storage(), concurrency=4, timeout=1.0)
-        out = decode_paths([*paths, "s3://nobucket-here/x.jpg"], [(32, Framing())], reads=reads)
+        out = decode_paths(
+            [*paths, "s3://nobucket-here/x.jpg", "s3://imgs"], [(32, Framing())], reads=reads
+        )
     finally:
         del s3.relay.delays[b"/imgs/slow.jpg"]
-    assert out.ok.tolist() == [True, False, False, False, False]
-    assert out.codes[1:] == ["not_found", "empty", "timeout", "not_found"]
+    assert out.ok.tolist() == [True, False, False, False, False, False]
+    assert out.codes[1:] == ["not_found", "empty", "timeout", "not_found", "not_a_file"]
     assert "within 1 s" in out.messages[3]
     dead = RemoteReads(
         StorageOptions.parse([f"endpoint_override=http://127.0.0.1:{_closed_port()}"])

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from models.errors import GenderscoreError, UsageError
 from models.framing import FACE_MODES
+from scoring.cli import storage_option_flag
 
 log = logging.getLogger(__name__)
 METHOD_CHOICES = ["mean", "weighted", "logit", "stacking", "auto"]
@@ -34,6 +35,12 @@ def cli() -> None:
     apply: ensemble.json + scores -> decided Parquet (+ Kaggle-style CSV).
     evaluate: ensemble.json + labeled test scores -> did the target hold?
     """
+
+
+def _storage(values: tuple[str, ...]):
+    from scoring.storage import StorageOptions
+
+    return StorageOptions.parse(values)
 
 
 def _objective(ctx: click.Context, param: click.Parameter, value: str):
@@ -78,9 +85,10 @@ def _group_options(command):
 @click.option(
     "--scores",
     "scores_path",
-    type=click.Path(path_type=Path),
-    help="Labeled validation scores: a Parquet file or folder written by 'scoring run'.",
+    help="Labeled validation scores: a Parquet file or folder written by 'scoring run' "
+    "(or an s3://, gs:// URI of one).",
 )
+@storage_option_flag("--scores")
 @click.option(
     "--manifest",
     type=click.Path(path_type=Path),
@@ -175,7 +183,8 @@ def _group_options(command):
     "(or FRR) of the worst and the best group at most X apart on validation.",
 )
 def tune(
-    scores_path: Path | None,
+    scores_path: str | None,
+    storage_options: tuple[str, ...],
     manifest: Path | None,
     model_paths: tuple[Path, ...],
     scores_out: Path | None,
@@ -228,7 +237,7 @@ def tune(
                 "--models, --scores-out, --label-column, --path-column and --root go with "
                 "--manifest; --scores is already scored"
             )
-        scores = read_scores(scores_path)
+        scores = read_scores(scores_path, _storage(storage_options))
     result = run_tune(
         scores,
         objective=objective,
@@ -323,9 +332,10 @@ def _score_manifest(
     "--scores",
     "scores_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Scores (Parquet file or folder) from 'scoring run' with the ensemble's models.",
+    help="Scores (Parquet file or folder, or an s3://, gs:// URI of one) from 'scoring run' "
+    "with the ensemble's models.",
 )
+@storage_option_flag("--scores")
 @click.option(
     "--out",
     required=True,
@@ -344,7 +354,8 @@ def _score_manifest(
 )
 def apply(
     ensemble_path: Path,
-    scores_path: Path,
+    scores_path: str,
+    storage_options: tuple[str, ...],
     out: Path,
     submission: Path | None,
     submission_out: Path | None,
@@ -358,7 +369,7 @@ def apply(
     if (submission is None) != (submission_out is None):
         raise click.UsageError("--submission and --submission-out go together: give both")
     spec = EnsembleSpec.load(ensemble_path)
-    scores = read_scores(scores_path)
+    scores = read_scores(scores_path, _storage(storage_options))
     table = decide_table(spec, scores)
     sub = make_submission(submission, table, spec) if submission is not None else None
     write_table(table, out)
@@ -388,9 +399,10 @@ def apply(
     "--scores",
     "scores_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Labeled test scores (true_label column) the threshold never saw.",
+    help="Labeled test scores (true_label column) the threshold never saw (a path or an "
+    "s3://, gs:// URI).",
 )
+@storage_option_flag("--scores")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the metrics as JSON.")
 @click.option(
     "--report", type=click.Path(path_type=Path), help="Write an HTML report with figures here."
@@ -406,7 +418,8 @@ def apply(
 @_group_options
 def evaluate(
     ensemble_path: Path,
-    scores_path: Path,
+    scores_path: str,
+    storage_options: tuple[str, ...],
     out: Path | None,
     report: Path | None,
     seed: int,
@@ -423,7 +436,8 @@ def evaluate(
 
     groups = audit_options(group_by, bands, min_group)
     spec = EnsembleSpec.load(ensemble_path)
-    result = run_evaluate(spec, read_scores(scores_path), n_boot=n_boot, seed=seed, groups=groups)
+    scores = read_scores(scores_path, _storage(storage_options))
+    result = run_evaluate(spec, scores, n_boot=n_boot, seed=seed, groups=groups)
     summary = result.summary
     console = _console()
     if summary["rows"]["dropped_not_ok"]:

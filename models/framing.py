@@ -70,11 +70,20 @@ class Framing:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", parse_face_mode(self.mode))
-        pts = np.asarray(self.template, dtype=np.float64)
-        if pts.shape != (len(TEMPLATE_LANDMARKS), 2) or not np.all(np.isfinite(pts)):
+        try:
+            pts = np.asarray(self.template, dtype=np.float64)
+        except (TypeError, ValueError):
+            pts = np.empty(0)
+        # Coincident or swapped eyes would make the alignment singular or mirror the face.
+        if (
+            pts.shape != (len(TEMPLATE_LANDMARKS), 2)
+            or not np.all((pts >= 0.0) & (pts <= 1.0))
+            or not pts[0, 0] < pts[1, 0]
+        ):
             raise DataError(
                 f"a face template is {len(TEMPLATE_LANDMARKS)} (x, y) pairs (eyes, nose, "
-                f"mouth), got {self.template!r}"
+                f"mouth) as fractions of the crop in [0, 1], the subject's right eye left of "
+                f"the left eye, got {self.template!r}"
             )
         object.__setattr__(self, "template", tuple((float(x), float(y)) for x, y in pts))
 

@@ -14,8 +14,9 @@ import io
 import os
 import stat
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,6 +24,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from models.framing import FaceMode, FramedImage, Framing, frame_image
 
 Size = int | tuple[int, int]
+#: ``uri -> (pyarrow file system, path inside it)``
+Resolver = Callable[[str], tuple[Any, str]]
 
 #: Files larger than this are refused before reading (``too_large``).
 MAX_FILE_BYTES = 64 * 2**20
@@ -49,6 +52,12 @@ class ErrorCode(StrEnum):
     UNSUPPORTED = "unsupported"  # not an image format Pillow reads (HTML, random bytes)
     DECODE_ERROR = "decode_error"  # a recognised format whose data is damaged (truncated)
     NO_FACE = "no_face"  # framing 'require' found no face
+    TIMEOUT = "timeout"  # an object store did not deliver the object in time
+
+
+class StorageUnreachable(OSError):
+    """The object store itself cannot be used (endpoint unreachable, credentials refused):
+    not one object's fault, so not a row error; the run fails and its rerun resumes."""
 
 
 class ImageError(Exception):
@@ -74,11 +83,17 @@ def check_path(path: object) -> None:
         raise ImageError(ErrorCode.BAD_PATH, f"no usable path: {path!r}")
 
 
-def read_image_bytes(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Read a file's bytes from a local path or a pyarrow file-system URI (``s3://``, ...)."""
+def read_image_bytes(
+    path: str, *, max_bytes: int = MAX_FILE_BYTES, resolve: Resolver | None = None
+) -> bytes:
+    """Read a file's bytes from a local path or a pyarrow file-system URI (``s3://``, ...).
+
+    ``resolve``: ``uri -> (file system, path inside it)`` for URIs (default: pyarrow's
+    ``FileSystem.from_uri``). Raises :class:`ImageError`, or :class:`StorageUnreachable` when
+    the store, not the object, fails."""
     check_path(path)
     if "://" in path and not path.startswith("file://"):
-        return _read_uri(path, max_bytes)
+        return _read_uri(path, max_bytes, resolve)
     local = _file_uri_to_path(path) if path.startswith("file://") else path
     try:
         st = os.stat(local)
@@ -105,11 +120,11 @@ def _file_uri_to_path(uri: str) -> str:
     return unquote(urlparse(uri).path)
 
 
-def _read_uri(uri: str, max_bytes: int) -> bytes:
+def _read_uri(uri: str, max_bytes: int, resolve: Resolver | None) -> bytes:
     from pyarrow import fs as pafs
 
     try:
-        filesystem, inner = pafs.FileSystem.from_uri(uri)
+        filesystem, inner = (resolve or pafs.FileSystem.from_uri)(uri)
         info = filesystem.get_file_info(inner)
         if info.type == pafs.FileType.NotFound:
             raise ImageError(ErrorCode.NOT_FOUND, f"no such file: {uri}")
@@ -122,8 +137,51 @@ def _read_uri(uri: str, max_bytes: int) -> bytes:
         raise
     except PermissionError:
         raise ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {uri}") from None
+    except StorageUnreachable:
+        raise
     except (OSError, ValueError) as exc:
-        raise ImageError(ErrorCode.READ_ERROR, f"cannot read {uri}: {exc}") from None
+        text = " ".join(str(exc).split())
+        kind = storage_failure(exc)
+        if kind in ("unreachable", "credentials"):
+            raise StorageUnreachable(f"cannot read {uri}: {text}") from None
+        code = {"denied": ErrorCode.PERMISSION_DENIED, "timeout": ErrorCode.TIMEOUT}.get(
+            kind or "", ErrorCode.READ_ERROR
+        )
+        raise ImageError(code, f"cannot read {uri}: {text}") from None
+
+
+#: Substrings of pyarrow's S3 (AWS SDK) and GCS (google-cloud-cpp) error messages, by what
+#: failed. Only the S3 ones are exercised by the tests (against a real S3 server).
+_STORAGE_FAILURES = (
+    ("timeout", ("curlCode: 28", "Timeout was reached", "DEADLINE_EXCEEDED")),
+    (
+        "credentials",
+        (
+            "INVALID_ACCESS_KEY_ID",
+            "InvalidAccessKeyId",
+            "SIGNATURE_DOES_NOT_MATCH",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "InvalidToken",
+            "UNAUTHENTICATED",
+        ),
+    ),
+    (
+        "unreachable",
+        ("NETWORK_CONNECTION", "Could not resolve host", "Couldn't connect", "UNAVAILABLE"),
+    ),
+    ("denied", ("ACCESS_DENIED", "AccessDenied", "HTTP status 403", "PERMISSION_DENIED")),
+)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """What an object-store error says failed: ``timeout``, ``credentials``, ``unreachable``
+    (the endpoint), ``denied`` (this object or bucket), or None (something else)."""
+    text = str(exc)
+    for kind, needles in _STORAGE_FAILURES:
+        if any(n in text for n in needles):
+            return kind
+    return None
 
 
 def _check_size(n_bytes: int, path: str, max_bytes: int) -> None:

@@ -21,11 +21,13 @@ from models.imageio import (
     ErrorCode,
     ImageError,
     Size,
+    StorageUnreachable,
     as_hw,
     check_path,
     decode_framed,
     read_image_bytes,
 )
+from scoring.storage import RemoteReads, is_uri
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -105,10 +107,15 @@ class DecodedBatch:
 
 
 def decode_paths(
-    paths: Sequence[str], requests: Sequence[tuple[Size, Framing]], *, root: str | None = None
+    paths: Sequence[str],
+    requests: Sequence[tuple[Size, Framing]],
+    *,
+    root: str | None = None,
+    reads: RemoteReads | None = None,
 ) -> DecodedBatch:
     """Read and decode each path once, cut each request; a failure is recorded with its stable
-    code, never raised."""
+    code, never raised (but StorageUnreachable: the store, not the row, failed). Object-store
+    paths are fetched together first, as ``reads`` says (concurrency, deadline, options)."""
     reqs = unique_requests(requests)
     n = len(paths)
     images = {image_column(*r): np.zeros((n, r[0][0], r[0][1], 3), np.uint8) for r in reqs}
@@ -118,15 +125,21 @@ def decode_paths(
     faces: list[int | None] = [None] * n
     boxes: list[list[float] | None] = [None] * n
     scores: list[float | None] = [None] * n
+    fetched = _fetch_remote(paths, root, reads or RemoteReads())
     for i, path in enumerate(paths):
         try:
             check_path(path)  # before --root: a NUL byte would make realpath raise
             if root is not None and not within_root(path, root):
                 raise ImageError(ErrorCode.OUTSIDE_ROOT, f"{path} is outside --root {root}")
-            framed = decode_framed(read_image_bytes(path), reqs)
+            data = fetched[i] if i in fetched else read_image_bytes(path)
+            if isinstance(data, ImageError):
+                raise data
+            framed = decode_framed(data, reqs)
         except ImageError as exc:
             codes[i], messages[i] = str(exc.code), exc.message
             continue
+        except StorageUnreachable:
+            raise
         except Exception as exc:  # a night's run must not die on one file Pillow trips over
             codes[i] = str(ErrorCode.DECODE_ERROR)
             messages[i] = f"unexpected {type(exc).__name__} while decoding {path}: {exc}"
@@ -139,15 +152,33 @@ def decode_paths(
     return DecodedBatch(ok, codes, messages, images, faces, boxes, scores)
 
 
+def _fetch_remote(paths: Sequence[str], root: str | None, reads: RemoteReads) -> dict[int, object]:
+    """Row -> bytes or ImageError, for the object-store paths a row may read."""
+    rows = [
+        i
+        for i, p in enumerate(paths)
+        if isinstance(p, str)
+        and is_uri(p)
+        and "\x00" not in p
+        and (root is None or within_root(p, root))
+    ]
+    if not rows:
+        return {}
+    return dict(zip(rows, reads.fetch([paths[i] for i in rows]), strict=True))
+
+
 def decode_batch(
-    batch: pa.Table, requests: Sequence[tuple[Size, Framing]], root: str | None = None
+    batch: pa.Table,
+    requests: Sequence[tuple[Size, Framing]],
+    root: str | None = None,
+    reads: RemoteReads | None = None,
 ) -> pa.Table:
     """Ray Data ``map_batches`` function (pyarrow format): adds ``status``, ``error_code``,
     ``error``, the face columns and one tensor column per image column."""
     from ray.data.extensions import ArrowTensorArray
 
     paths = batch.column("path").to_pylist()
-    decoded = decode_paths(paths, requests, root=root)
+    decoded = decode_paths(paths, requests, root=root, reads=reads)
     out = batch
     status = np.where(decoded.ok, STATUS_OK, STATUS_ERROR)
     out = out.append_column("status", pa.array(status.tolist(), pa.string()))

@@ -41,15 +41,17 @@ from scoring.manifest import (
     ManifestColumns,
     StagedManifest,
     check_columns,
-    manifest_base,
     manifest_fingerprint,
     manifest_location,
     read_header,
+    resolution_base,
     stage_manifest,
 )
 from scoring.modelset import ModelRef, load_models, read_model_bytes
+from scoring.objectstore import open_layout
 from scoring.onnx_scorer import output_schema
 from scoring.options import ScoringOptions, check_options
+from scoring.storage import check_stores
 from scoring.summary import collect_stats
 
 log = logging.getLogger("scoring")
@@ -60,7 +62,7 @@ BATCHES_PER_BLOCK = 1
 class ScoringResult:
     """What a scoring run produced (docs/contracts.md, "the scoring result")."""
 
-    out: Path
+    out: Path | str  # a URI for an object-store output
     parquet_files: list[str]
     summary: dict[str, Any]
     #: True when OUT already held this job's committed output and nothing was scored.
@@ -84,7 +86,9 @@ def score_manifest(
     ``options`` are the fields of :class:`scoring.options.ScoringOptions`: ``path_column``,
     ``id_column``, ``label_column``, ``keep_columns``, ``root``, ``batch_size``,
     ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``,
-    ``stall_timeout``.
+    ``stall_timeout``, ``storage_options``, ``read_timeout``, ``read_concurrency``.
+    ``manifest``, image paths and ``out`` may be object-store URIs (:mod:`scoring.storage`,
+    :mod:`scoring.objectstore`).
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
     resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
 
@@ -103,7 +107,7 @@ def score_manifest(
     opts = check_options(
         models=models, ensemble=ensemble, out=out, options=ScoringOptions(**options)
     )
-    layout = RunLayout(out)
+    layout = open_layout(out, opts.storage)
     if incremental_from is not None and opts.id_column is None:
         raise UsageError(
             "--incremental needs --id-column: the manifest column whose ids say which images "
@@ -116,10 +120,11 @@ def score_manifest(
     if incremental_from is not None:
         assert opts.id_column is not None
         prior = load_prior(
-            [p for p in incremental_from if Path(p).absolute() != layout.final],
+            [p for p in incremental_from if not layout.same_as(p)],
             id_column=opts.id_column,
             models=[(r.name, r.sha256) for r in refs],
             ensemble_version=spec.version if spec is not None else None,
+            storage=opts.storage,
         )
     job = _Job.describe(manifest, opts, refs, spec, prior)
     layout.check_out_free()
@@ -216,8 +221,10 @@ def _score_locked(
             t0 = time.perf_counter()
             _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
             pipeline_s = time.perf_counter() - t0
-    check = verify_parts(layout.part_files(), staged.rows, skipped=skipped)
-    stats = collect_stats(check.files)
+    check = verify_parts(
+        layout.part_files(), staged.rows, skipped=skipped, filesystem=layout.filesystem
+    )
+    stats = collect_stats(check.files, filesystem=layout.filesystem)
     wall = time.perf_counter() - started
     in_output = staged.rows - int(skipped.size)
     errors = sum(n for status, n in stats["rows_by_status"].items() if status != "ok")
@@ -259,12 +266,12 @@ def _score_locked(
             "batch_size": opts.batch_size,
             # rows each node's scorer actors scored, over every attempt (work redone after a
             # lost worker counts twice)
-            "nodes": read_tally(layout.tally) if plan else {},
+            "nodes": read_tally(layout.tally, layout.filesystem) if plan else {},
         },
         "parquet_files": [Path(f).name for f in check.files],
         "versions": _versions(),
     }
-    layout.commit(summary, replace=opts.force)
+    layout.commit(summary, replace=opts.force, parts=check)
     return ScoringResult(layout.final, layout.committed_files(), summary)
 
 
@@ -276,6 +283,7 @@ class _Job:
     columns: ManifestColumns
     fingerprint: str
     root: str | None
+    base: str  # what relative manifest paths resolve against
     key: str
 
     @classmethod
@@ -288,13 +296,14 @@ class _Job:
         prior: PriorScores | None = None,
     ) -> _Job:
         location = manifest_location(manifest)
-        columns = check_columns(read_header(manifest), opts.columns, location)
-        fingerprint = manifest_fingerprint(manifest)
+        columns = check_columns(read_header(manifest, opts.storage), opts.columns, location)
+        fingerprint = manifest_fingerprint(manifest, opts.storage)
         root = normalise_root(opts.root)
+        base = resolution_base(location, root)
         described = {
             "manifest_sha256": fingerprint,
             # relative paths resolve against the manifest's folder: moved, it is another job
-            "manifest_base": manifest_base(location),
+            "manifest_base": base,
             "columns": [columns.path, columns.id, columns.label, list(columns.keep)],
             "root": root,
             "models": [(r.name, r.sha256) for r in refs],
@@ -306,7 +315,7 @@ class _Job:
         if prior is not None:
             # the rows left out depend on which earlier outputs held them
             described["incremental_from"] = prior.key
-        return cls(location, columns, fingerprint, root, sha256_json(described))
+        return cls(location, columns, fingerprint, root, base, sha256_json(described))
 
 
 def _start_attempt(layout: RunLayout, job_key: str, run_id: str | None = None) -> RunState:
@@ -335,9 +344,17 @@ def _stage(
         log.info("resuming run %s: %d rows already scored", state.run_id, done.size)
     layout.clear_todo()
     try:
-        return stage_manifest(
-            manifest, layout.todo, job.columns, skip=done, rows_per_part=opts.rows_per_part
+        staged = stage_manifest(
+            manifest,
+            layout.todo,
+            job.columns,
+            skip=done,
+            rows_per_part=opts.rows_per_part,
+            storage=opts.storage,
+            base=job.base,
         )
+        check_stores(staged.stores, opts.storage)  # an unreachable store: before any scoring
+        return staged
     except (DataError, UsageError):
         if not layout.part_files():
             shutil.rmtree(layout.staging, ignore_errors=True)
@@ -374,10 +391,13 @@ def _run_pipeline(
     from ray.data.datasource import FilenameProvider
 
     class PartNames(FilenameProvider):
-        """``part-<write uuid>-<task>``: unique per attempt, so a resumed run adds files."""
+        """``<prefix>-<write uuid>-<task>``: unique per attempt, so a resumed run adds files."""
+
+        def __init__(self, prefix: str):
+            self.prefix = prefix
 
         def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"part-{write_uuid}-{task_index:06d}"
+            return f"{self.prefix}-{write_uuid}-{task_index:06d}"
 
     requests = unique_requests([(r.input_size, r.framing) for r in refs])
     ctx = DataContext.get_current()
@@ -421,15 +441,17 @@ def _run_pipeline(
     )
     try:
         with watchdog:
-            ds = ray.data.read_parquet(str(layout.todo), num_cpus=TASK_CPUS)
+            todo, todo_fs = layout.todo_source()
+            ds = ray.data.read_parquet(todo, filesystem=todo_fs, num_cpus=TASK_CPUS)
             ds = ds.map_batches(
                 decode_batch,
-                fn_kwargs={"requests": requests, "root": root},
+                fn_kwargs={"requests": requests, "root": root, "reads": opts.reads},
                 batch_format="pyarrow",
                 batch_size=opts.batch_size,
                 num_cpus=TASK_CPUS,
             )
-            layout.tally.mkdir(parents=True, exist_ok=True)
+            if layout.filesystem is None:
+                layout.tally.mkdir(parents=True, exist_ok=True)
             ds = ds.map_batches(
                 TalliedScorer,
                 fn_constructor_kwargs={
@@ -438,16 +460,20 @@ def _run_pipeline(
                     "schema": schema,
                     "ensemble": spec.content if spec is not None else None,
                     "tally_dir": str(layout.tally),
+                    "tally_fs": layout.filesystem,
                 },
                 batch_format="pyarrow",
                 batch_size=opts.batch_size,
                 compute=ActorPoolStrategy(size=plan.workers),
                 num_cpus=plan.actor_cpus,
             )
+            parts, parts_fs = layout.parts_target()
             ds.write_parquet(
-                str(layout.parts),
+                parts,
+                filesystem=parts_fs,
+                try_create_dir=parts_fs is None,  # an object store has no folders to make
                 schema=schema,
-                filename_provider=PartNames(),
+                filename_provider=PartNames(layout.part_prefix),
                 # Scored rows are small; files of this many rows are also the unit a crash loses.
                 min_rows_per_file=opts.rows_per_file,
                 ray_remote_args={"num_cpus": TASK_CPUS},
@@ -466,9 +492,12 @@ def _run_pipeline(
         # A task's own error (e.g. OSError: no space left) is the cause a RayTaskError wraps;
         # its first line alone names only the task.
         cause = getattr(exc, "cause", None) or exc
+        what = f"{type(cause).__name__}: {_first_line(cause)}"
+        if isinstance(cause, ray.exceptions.UserCodeException):
+            what = _map_error(str(exc)) or what
         raise GenderscoreError(
-            f"scoring failed: {type(cause).__name__}: {_first_line(cause)}; the parts written so "
-            "far are kept: fix the cause and rerun the same command to resume"
+            f"scoring failed: {what}; the parts written so far are kept: fix the cause and "
+            "rerun the same command to resume"
         ) from exc
     finally:
         for key, value in saved.items():
@@ -478,8 +507,19 @@ def _run_pipeline(
 def _progress(layout: RunLayout) -> int:
     """What the stall watchdog watches: rows the scorer actors tallied (they update their file
     after every batch) plus output files written so far."""
-    rows = sum(node["rows"] for node in read_tally(layout.tally).values())
+    rows = sum(node["rows"] for node in read_tally(layout.tally, layout.filesystem).values())
     return rows + len(layout.part_files())
+
+
+def _map_error(text: str) -> str | None:
+    """``Class: message`` of the error a map function (decode, scorer) raised: Ray Data wraps
+    it in a UserCodeException and keeps it only in the task's traceback text (e.g. the
+    decode step's StorageUnreachable when the object store went away)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    found = re.search(
+        r"^(?:[\w.]+\.)?(\w+): (.*)\n\nThe above exception was the direct cause", text, re.M
+    )
+    return f"{found.group(1)}: {found.group(2)}" if found else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,18 +13,20 @@ import pyarrow.parquet as pq
 ERROR_SAMPLES = 20
 
 
-def collect_stats(files: Sequence[str], *, samples: int = ERROR_SAMPLES) -> dict[str, Any]:
+def collect_stats(
+    files: Sequence[str], *, samples: int = ERROR_SAMPLES, filesystem: Any = None
+) -> dict[str, Any]:
     """Counts by status and error code, and the first error rows (by row number), read from
-    the parts a column at a time."""
+    the parts (in the pyarrow ``filesystem``, default local) a column at a time."""
     by_status: Counter[str] = Counter()
     by_code: Counter[str] = Counter()
     by_faces: Counter[str] = Counter()
     errors: list[dict[str, Any]] = []
     for f in files:
         # parts resumed from an attempt made before face framing existed have no faces column
-        has_faces = "faces" in pq.read_schema(f).names
+        has_faces = "faces" in pq.read_schema(f, filesystem=filesystem).names
         columns = ["row", "path", "status", "error_code", "error"] + ["faces"] * has_faces
-        t = pq.read_table(f, columns=columns)
+        t = pq.read_table(f, columns=columns, filesystem=filesystem)
         for value, count in _value_counts(t.column("faces")) if has_faces else []:
             if value != "None":
                 by_faces[value if int(value) < 2 else "2+"] += count

@@ -139,3 +139,30 @@ def wait_for(predicate, timeout: float, what: str, proc=None, log: Path | None =
         time.sleep(0.1)
     tail = log.read_text(errors="replace")[-3000:] if log else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail}")
+
+
+def kill_driver_when(command: list[str], log: Path, ready, what: str):
+    """Run ``command`` (a scoring run) in its own session; once ``ready()`` is truthy, SIGKILL
+    its driver only (no finally, no atexit), then end everything it started: the local Ray a
+    killed driver started outlives it (measured: still running after 60 s), as after a real
+    crash until the reboot. Returns the killed process."""
+    import os
+    import signal
+
+    proc = spawn(command, log)
+    try:
+        wait_for(ready, timeout=600, what=what, proc=proc, log=log)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        end_session(proc)
+    return proc
+
+
+def run_to_the_end(command: list[str], log: Path, timeout: float = 900) -> None:
+    """Run ``command`` in its own session and check it exits 0 (its log's tail if not)."""
+    proc = spawn(command, log)
+    try:
+        assert proc.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+    finally:
+        end_session(proc)

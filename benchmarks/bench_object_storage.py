@@ -1,11 +1,12 @@
 """Scoring speed with the images on a local S3 server against the same run on local disk.
 
-    python benchmarks/bench_object_storage.py [--images 2000] [--size 224]
-        [--work /tmp/bench_object_storage] [--repeats 1]
+    python benchmarks/bench_object_storage.py [--images 2000] [--size 224] [--repeats 1]
+        [--backbones mobilenetv2 efficientnetb0 resnet50] [--work /tmp/bench_object_storage]
 
 ``--images`` face photos from ``../shared/data`` (UTKFace 200x200 and FACECOM 250x250 JPEGs,
-mixed, as ``bench_scoring.py`` picks them) are scored by the three random-weight fp32 models
-``bench_scoring.py`` builds (MobileNetV2, EfficientNetB0, ResNet50 at ``--size``), with
+mixed, as ``bench_scoring.py`` picks them) are scored by the random-weight fp32 models
+``bench_scoring.py`` builds (``--backbones``: MobileNetV2, EfficientNetB0, ResNet50 at
+``--size``; fewer models make the reading of the images a larger share of the time), with
 ``scoring.nightly.run_nightly`` end to end (Ray start, staging, decode, ONNX Runtime actors,
 Parquet, commit, Ray shutdown), default settings, a fresh output each time:
 
@@ -17,8 +18,9 @@ Parquet, commit, Ray shutdown), default settings, a fresh output each time:
 The server is moto (``moto[server]``) in its own process on 127.0.0.1: an in-memory Python
 server on the same cores as the scoring, so its CPU time is taken from the scorer, where a
 remote store's is not; its round trip is shorter than a real store's. Printed: img/s of each
-run (median of ``--repeats``), the ratio to the baseline, and the machine's load average at
-the start and the end (on a shared machine compare ratios, not absolute figures).
+run (median of ``--repeats``, the kinds taking turns so that a change of the machine's load
+falls on each), the ratio to the baseline, and the machine's load average at the start and the
+end (on a shared machine compare ratios, not absolute figures).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_scoring import DATA, build_models, pick_images  # noqa: E402
+from bench_scoring import BACKBONES, DATA, build_models, pick_images  # noqa: E402
 
 BUCKET = "bench"
 
@@ -49,11 +51,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="the shared face data folder")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_object_storage"))
     ap.add_argument("--repeats", type=int, default=1, help="runs of each kind (median)")
+    ap.add_argument(
+        "--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES, help="models"
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()
     paths = pick_images(args.data, args.images)
-    models = build_models(args.work / "models", args.size, "fp32", args.data)
+    built = build_models(args.work / "models", args.size, "fp32", args.data)
+    models = [m for b, m in zip(BACKBONES, built, strict=True) if b in args.backbones]
     server, endpoint = start_moto()
     try:
         storage = [f"endpoint_override={endpoint}"]
@@ -75,7 +81,7 @@ def main() -> None:
         server.wait(timeout=30)
     load_end = os.getloadavg()
     base = statistics.median(figures["local"])
-    print(f"\nimages: {args.images}, models: {len(models)} x fp32 {args.size} px, "
+    print(f"\nimages: {args.images}, models: {', '.join(args.backbones)} (fp32, {args.size} px), "
           f"repeats: {args.repeats}")  # fmt: skip
     for name, values in figures.items():
         med = statistics.median(values)

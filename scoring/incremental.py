@@ -2,12 +2,12 @@
 the same models are left out, and the summary says which output holds them.
 
 An earlier output (a folder or an object-store prefix, read by the protocol of
-:func:`scoring.objectstore.read_committed`) counts when it is committed (``_SUCCESS``), took
-its ids from the same
-manifest column, and was scored with the same ensemble version (``--ensemble``) or, without an
-ensemble, the same models (names and SHA-256, in order). Only ``ok`` rows count as done: an
-id that was an error row before is scored again (the file may be readable now). When several
-earlier outputs hold an id, the newest (last in the given order) is named as its source.
+:func:`scoring.objectstore.read_committed`: its listed parts only) counts when it is committed
+(``_SUCCESS``), took its ids from the same manifest column, and was scored with the same
+ensemble version (``--ensemble``) or, without an ensemble, the same models (names and SHA-256,
+in order). Only ``ok`` rows count as done: an id that was an error row before is scored again
+(the file may be readable now). When several earlier outputs hold an id, the newest (last in
+the given order) is named as its source.
 """
 
 from __future__ import annotations

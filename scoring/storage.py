@@ -103,7 +103,9 @@ class StorageOptions:
     items: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def parse(cls, value: StorageOptions | Mapping[str, Any] | Iterable[str] | None) -> Any:
+    def parse(
+        cls, value: StorageOptions | Mapping[str, Any] | Iterable[str] | None
+    ) -> StorageOptions:
         """From ``KEY=VALUE`` texts (the command line), a mapping (a TOML table, Python) or
         None; UsageError naming the option for an unknown key or a value of the wrong type."""
         if value is None:
@@ -181,7 +183,7 @@ def filesystem_for(location: str, storage: StorageOptions | None = None) -> tupl
     if not bucket:
         raise UsageError(f"{location}: name a bucket, e.g. {scheme}://BUCKET/KEY")
     path = f"{bucket}/{key}" if key else bucket
-    cache_key = (scheme, storage.items, _env_key(scheme))
+    cache_key = (scheme, storage.items, _env_key())
     with _CACHE_LOCK:
         cached = _CACHE.get(cache_key)
     if cached is None:
@@ -210,7 +212,7 @@ _ENV = (
 )
 
 
-def _env_key(scheme: str) -> int:
+def _env_key() -> int:
     return hash(tuple(os.environ.get(n) for n in _ENV))
 
 

@@ -14,7 +14,7 @@ import pytest
 from convert_builders import build_keras3, tiny_cnn
 
 from convert.converter import convert_model
-from convert.metadata import SCHEMA_VERSION, read_metadata
+from convert.metadata import read_metadata
 from models.errors import DataError
 from models.imageio import load_image
 from models.preprocessing import preprocess
@@ -56,7 +56,7 @@ def test_shared_models_follow_the_onnx_contract(onnx_models, keras_models, synth
             ("female", "male"),
             "male",
         )
-        assert meta.quantization is None and meta.schema_version == SCHEMA_VERSION
+        assert meta.quantization is None and meta.schema_version == 2
         assert meta.source_sha256 == sha256_file(keras_models[name])
         assert {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "keras3", "opset"} <= set(
             meta.versions

@@ -25,6 +25,7 @@ def recipe():
     sys.modules.pop(spec.name, None)
 
 
+@pytest.mark.slow  # runs the reference recipe: trains, converts, scores on Ray
 def test_reference_recipe_runs_every_stage_and_resumes(recipe, tmp_path):
     data = tmp_path / "data"
     # The layout of ../shared/data: UTKFace train/val, FACECOM train only (a different size).

@@ -34,6 +34,7 @@ def trained_cnn(labeled, tmp_path_factory) -> Path:
     return train_small_cnn(tmp_path_factory.mktemp("cnn") / "cnn.keras", labeled, "resnet50")
 
 
+@pytest.mark.slow  # trains a small CNN (trained_cnn)
 def test_a_wrong_preprocessing_is_refused_naming_the_better_one(trained_cnn, labeled, tmp_path):
     out = tmp_path / "wrong.onnx"
     with pytest.raises(
@@ -51,6 +52,7 @@ def test_a_wrong_preprocessing_is_refused_naming_the_better_one(trained_cnn, lab
     assert forced.preprocessing_check.refused and read_metadata(out).preprocessing == "mobilenet_v2"
 
 
+@pytest.mark.slow  # trains a small CNN (trained_cnn)
 def test_the_right_preprocessing_passes_and_is_recorded(trained_cnn, labeled, tmp_path):
     result = convert_model(
         trained_cnn, tmp_path / "right.onnx", preprocess="resnet50", check_data=labeled / "val"
@@ -61,6 +63,7 @@ def test_the_right_preprocessing_passes_and_is_recorded(trained_cnn, labeled, tm
     assert (check["n_pos"], check["n_neg"]) == (64, 64)
 
 
+@pytest.mark.slow  # trains a small CNN (trained_cnn)
 def test_int8_that_passes_the_gate(trained_cnn, labeled, tmp_path):
     result = convert_model(
         trained_cnn,
@@ -101,6 +104,7 @@ def test_int8_that_passes_the_gate(trained_cnn, labeled, tmp_path):
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-logit.astype(np.float64))), atol=1e-6)
 
 
+@pytest.mark.slow  # trains a small CNN (trained_cnn)
 def test_int8_auto_measures_and_keeps_what_wins(trained_cnn, labeled, tmp_path):
     # No --check-data: the gate runs on the calibration images.
     result = convert_model(
@@ -124,6 +128,7 @@ def test_int8_auto_measures_and_keeps_what_wins(trained_cnn, labeled, tmp_path):
         )
 
 
+@pytest.mark.slow  # calibrates, quantizes and gates: over a minute on a loaded machine
 def test_int8_over_the_bound_is_not_written_unless_forced(
     keras_models, synthetic_dir, tmp_path, capsys
 ):

@@ -90,6 +90,7 @@ def check_outputs(out: Path, backbones: list[str]) -> dict:
     return record
 
 
+@pytest.mark.slow  # runs the demo: trains three backbones
 def test_demo_runs_every_step_and_refuses_to_overwrite_itself(ray_once, tmp_path, capsys):
     out = tmp_path / "demo"
     code, stdout, err = demo(["--out", str(out), *SMALL], capsys)
@@ -122,6 +123,7 @@ def test_demo_runs_every_step_and_refuses_to_overwrite_itself(ray_once, tmp_path
     assert (out / "demo.json").read_bytes() == before
 
 
+@pytest.mark.slow  # runs the demo: trains three backbones
 def test_data_uses_a_real_folder_and_force_starts_afresh(ray_once, tmp_path, capsys):
     faces = tmp_path / "faces"  # real PNG files, train/ and val/ only: the demo splits val
     write_synthetic_dataset(

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from models.cli import cli
@@ -20,6 +21,7 @@ def test_every_option_has_help():
                 assert param.help, f"models {name} {param.opts[0]} has no help"
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 def test_evaluate_and_predict_commands(trained, synthetic_dir, tmp_path):
     model = str(trained("mobilenetv2") / "model.keras")
     runner = CliRunner()

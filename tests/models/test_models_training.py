@@ -29,6 +29,7 @@ def _manual_probs(model, paths, mode):
     return logits, 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
 def test_run_dir_records_what_later_stages_need(backbone, trained):
     run = trained(backbone)
@@ -57,6 +58,7 @@ def test_run_dir_records_what_later_stages_need(backbone, trained):
     assert dense == ([128, 64, 1] if backbone == "resnet50" else [128, 1])
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 def test_layouts_and_options_reach_the_run(trained):
     mobile = json.loads((trained("mobilenetv2") / "run.json").read_text())
     assert mobile["data"]["layout"] == "csv" and mobile["args"]["loss"] == "focal"
@@ -67,6 +69,7 @@ def test_layouts_and_options_reach_the_run(trained):
     assert [p["name"] for p in resnet["phases"]] == ["from scratch"]
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 def test_pretrained_weights_train_in_two_phases(trained, base_weights_file):
     run = trained("efficientnetb0")
     rec = json.loads((run / "run.json").read_text())
@@ -88,6 +91,7 @@ def test_pretrained_weights_train_in_two_phases(trained, base_weights_file):
     )
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
 def test_evaluate_and_predict_see_what_training_saw(backbone, trained, synthetic_dir, tmp_path):
     run = trained(backbone)
@@ -129,6 +133,7 @@ def test_evaluate_and_predict_see_what_training_saw(backbone, trained, synthetic
         assert row.confidence == pytest.approx(max(p, 1 - p), rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 def test_misclassified_copies_and_csv(trained, synthetic_dir, tmp_path):
     run = trained("mobilenetv2")
     result = evaluate(
@@ -144,6 +149,7 @@ def test_misclassified_copies_and_csv(trained, synthetic_dir, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["per_class"]["female"]["recall"] == 0
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 def test_a_model_without_run_json_needs_its_preprocessing(trained, synthetic_dir, tmp_path):
     src = trained("mobilenetv2") / "model.keras"
     copy = tmp_path / "copied.keras"
@@ -172,6 +178,7 @@ def test_a_model_without_run_json_needs_its_preprocessing(trained, synthetic_dir
         )
 
 
+@pytest.mark.slow  # trains a model (the shared `trained` fixture)
 def test_predict_reports_unreadable_images_as_rows(trained, tmp_path, synthetic_dir):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"<html>not an image</html>")
@@ -219,6 +226,7 @@ def test_train_refuses_bad_input_before_building_anything(synthetic_dir, tmp_pat
         train(cfg())
 
 
+@pytest.mark.slow  # trains a model
 def test_time_budget_stops_after_the_first_epoch_and_smoothing_is_recorded(synthetic_dir, tmp_path):
     from models.train import TrainConfig, train
 

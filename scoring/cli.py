@@ -67,8 +67,8 @@ def cli() -> None:
 @click.option(
     "--incremental",
     is_flag=True,
-    help="Leave out rows whose id an earlier committed date scored ok with the same ensemble "
-    "version (or models); needs --id-column.",
+    help="Leave out rows whose id another committed date (earlier or later) scored ok with the "
+    "same ensemble version (or models): each id is scored once; needs --id-column.",
 )
 @click.option(
     "--max-error-rate",

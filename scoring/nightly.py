@@ -13,14 +13,21 @@ date)::
 
 Each date is committed by one rename, so a reader sees a date complete or not at all; a rerun
 of a committed date is a no-op, a crashed date resumes, ``--incremental`` reuses the ids the
-earlier committed dates scored.
+other committed dates scored.
+
+``--incremental`` scores each id once across the dates: a date leaves out the ids that any
+other committed date (earlier or later: a backfill) holds as ok rows, so an id is held by the
+first run that committed it. Incremental runs of one ``OUT`` take turns (``OUT/.incremental.
+lock``): two at once could each score an id the other has not committed yet.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,7 @@ from scoring.layout import SUCCESS, SUMMARY, RunLayout
 from scoring.run import ScoringResult, score_manifest
 
 DATE_PREFIX = "run_date="
+INCREMENTAL_LOCK = ".incremental.lock"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -81,9 +89,9 @@ def run_nightly(
 ) -> ScoringResult:
     """Score ``manifest`` into ``OUT/run_date=YYYY-MM-DD`` (default today).
 
-    ``options`` are :func:`scoring.run.score_manifest`'s. ``incremental``: ids that an earlier
-    committed date scored ok with the same ensemble version (or models) are left out (needs
-    ``id_column``). ``max_error_rate``: after the commit, raise :class:`ErrorRateExceeded`
+    ``options`` are :func:`scoring.run.score_manifest`'s. ``incremental``: ids that another
+    committed date (earlier or later) scored ok with the same ensemble version (or models) are
+    left out (needs ``id_column``; see the module docstring). ``max_error_rate``: after the commit, raise :class:`ErrorRateExceeded`
     (its ``result`` attribute holds the result) when the date's share of error rows is above it.
     """
     day = parse_run_date(run_date)
@@ -100,20 +108,45 @@ def run_nightly(
             f"--out {root} is itself one committed scoring output: a nightly --out is the folder "
             f"that holds the {DATE_PREFIX}YYYY-MM-DD folders; choose another --out"
         )
-    earlier = [p for d, p in committed_dates(root) if d < day] if incremental else None
-    result = score_manifest(
-        manifest,
-        models=models,
-        ensemble=ensemble,
-        out=date_folder(root, day),
-        incremental_from=earlier,
-        extra_summary={"run_date": day.isoformat()},
-        run_id=run_id,
-        **options,
-    )
+    # without an id column score_manifest refuses --incremental before any work
+    take_turns = incremental and options.get("id_column") is not None
+    with incremental_turn(root) if take_turns else nullcontext():
+        others = [p for d, p in committed_dates(root) if d != day] if incremental else None
+        result = score_manifest(
+            manifest,
+            models=models,
+            ensemble=ensemble,
+            out=date_folder(root, day),
+            incremental_from=others,
+            extra_summary={"run_date": day.isoformat()},
+            run_id=run_id,
+            **options,
+        )
     if max_error_rate is not None:
         check_error_rate(result, max_error_rate)
     return result
+
+
+@contextmanager
+def incremental_turn(root: Path) -> Iterator[None]:
+    """Hold ``ROOT/.incremental.lock`` (hidden from dataset readers) for an incremental run;
+    UsageError at once when another one holds it."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / INCREMENTAL_LOCK
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise UsageError(
+                    f"another --incremental run is scoring a date under {root} (it holds "
+                    f"{path}): incremental dates are scored one at a time so that no id is "
+                    "scored twice; wait for it to finish"
+                ) from None
+            raise
+        yield
 
 
 def expected_run_id(out: str | os.PathLike[str], run_date: str | date | None) -> str | None:

@@ -30,7 +30,13 @@ import numpy as np
 
 from models.errors import DataError, GenderscoreError, UsageError
 from scoring.decode import decode_batch, normalise_root
-from scoring.incremental import PriorScores, drop_prior_rows, load_prior
+from scoring.incremental import (
+    PriorScores,
+    check_replace,
+    drop_prior_rows,
+    load_prior,
+    same_committed_job,
+)
 from scoring.internal import logs
 from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_workers, ray_session
 from scoring.internal.hashing import sha256_json
@@ -88,7 +94,7 @@ def score_manifest(
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
     resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
 
-    ``incremental_from``: earlier committed outputs (oldest first); manifest rows whose id
+    ``incremental_from``: other committed outputs (oldest first); manifest rows whose id
     (``id_column`` is then required) one of them scored ok with the same ensemble version or
     models are not scored again, and the summary's ``incremental`` says where they are (see
     :mod:`scoring.incremental`). ``extra_summary``: more keys for ``_summary.json`` and the
@@ -155,7 +161,7 @@ def _score_locked(
     """Everything done while holding the output's lock: skip, resume or start, score, commit."""
     if layout.committed:
         summary = layout.committed_summary()
-        if summary.get("job_key") == job.key and not opts.force:
+        if same_committed_job(summary, job.key, job.base_key) and not opts.force:
             logs.set_run_id(summary.get("run_id"))
             log.info(
                 "%s already holds this run's committed output (run %s): nothing to do; "
@@ -169,6 +175,7 @@ def _score_locked(
                 f"--out {layout.final} holds a committed run of another manifest, models "
                 "or options: pass --force to replace it, or choose another --out"
             )
+        check_replace(summary, job.base_key, prior, str(layout.final))
     state = _start_attempt(layout, job.key, run_id)
     logs.set_run_id(state.run_id)
     log.info(
@@ -226,6 +233,7 @@ def _score_locked(
         "manifest": job.location,
         "manifest_sha256": job.fingerprint,
         "job_key": job.key,
+        "job_base_key": job.base_key,
         "rows": staged.rows,
         "rows_in_output": in_output,
         **stats,
@@ -275,6 +283,8 @@ class _Job:
     fingerprint: str
     root: str | None
     key: str
+    #: the key without the other outputs an incremental job drew on (see same_committed_job)
+    base_key: str
 
     @classmethod
     def describe(
@@ -298,10 +308,11 @@ class _Job:
             "models": [(r.name, r.sha256) for r in refs],
             "ensemble_version": spec.version if spec is not None else None,
         }
+        base = sha256_json({**described, "incremental": True} if prior is not None else described)
         if prior is not None:
-            # the rows left out depend on which earlier outputs held them
+            # the rows left out depend on which other outputs held them
             described["incremental_from"] = prior.key
-        return cls(location, columns, fingerprint, root, sha256_json(described))
+        return cls(location, columns, fingerprint, root, sha256_json(described), base)
 
 
 def _start_attempt(layout: RunLayout, job_key: str, run_id: str | None = None) -> RunState:

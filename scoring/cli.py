@@ -205,6 +205,8 @@ def run(
     logs.configure(log_format)
     if log_format == "json":
         logs.wrap_std_fds()  # Ray's C++ lines and printed messages too
+    else:
+        logs.filter_native_stderr()  # Ray's C++ core writes to fd 2 directly
     logs.set_run_id(None)
     options = {
         "ray_address": ray_address,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ TASK_CPUS = 0.25
 #: can always be scheduled beside them (four at a time). Logical only: the actors' threads
 #: still use every core.
 FREE_CPUS = 1.0
+AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,16 @@ def ray_session(address: str | None) -> Iterator[str]:
     """Use the Ray already initialised in this process, or start a local one (``address``
     None: this machine's CPUs, no dashboard) or join a cluster (``auto``, ``ray://...``),
     shutting down at the end what was started here. Yields a description for the summary."""
+    if not address and AUTH_MODE_VARIABLE not in os.environ and "ray" not in sys.modules:
+        # Ray 2.60 turns token authentication on for a local cluster it starts when the mode
+        # is unset, and warns so on every run. Choosing it explicitly keeps the same (safer)
+        # setting without the warning; it must be set before Ray reads its configuration (on
+        # import), and an operator's RAY_AUTH_MODE is left alone.
+        os.environ[AUTH_MODE_VARIABLE] = "token"
     import ray
+    import ray.data  # noqa: F401 - it makes its loggers' handlers on import: adopt them too
 
+    logs.follow_stderr()
     if ray.is_initialized():
         logs.adopt_library_loggers()
         logs.forward_worker_logs()

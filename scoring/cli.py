@@ -7,7 +7,7 @@ import logging
 import click
 from click.core import ParameterSource
 
-from models.errors import GenderscoreError, UsageError
+from models.errors import GenderscoreError, RunStopped, UsageError
 from scoring.options import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT
 
 log = logging.getLogger("scoring")
@@ -232,11 +232,17 @@ def run(
         run_id = logs.current_run_id()
         message = " ".join(str(exc).split())
         if log_format == "json":
-            log.error(message, extra={"event": "error", "exit_code": exc.exit_code})
+            stopped = isinstance(exc, RunStopped)
+            log.log(
+                logging.WARNING if stopped else logging.ERROR,
+                message,
+                extra={"event": "stopped" if stopped else "error", "exit_code": exc.exit_code},
+            )
             raise click.exceptions.Exit(exc.exit_code) from None
         if run_id is not None and not isinstance(exc, UsageError):
             # a failed run or an error rate: name the run whose logs and staging to look at
-            raise type(exc)(f"{message} [run {run_id}]") from None
+            exc.args = (f"{message} [run {run_id}]",)
+            raise exc from None
         raise
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from models.errors import DataError, GenderscoreError, UsageError
 from scoring.decode import decode_batch, normalise_root
@@ -37,8 +39,15 @@ from scoring.incremental import (
     load_prior,
     same_committed_job,
 )
-from scoring.internal import logs
-from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_workers, ray_session
+from scoring.internal import logs, signals
+from scoring.internal.cluster import (
+    TASK_CPUS,
+    WorkerPlan,
+    cluster_cpus,
+    join_dataset_threads,
+    plan_workers,
+    ray_session,
+)
 from scoring.internal.hashing import sha256_json
 from scoring.internal.tally import TalliedScorer, read_tally
 from scoring.internal.watchdog import StallWatchdog
@@ -73,6 +82,7 @@ class ScoringResult:
     skipped: bool = False
 
 
+@signals.stops_cleanly
 def score_manifest(
     manifest: str | os.PathLike[str],
     *,
@@ -92,7 +102,9 @@ def score_manifest(
     ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``,
     ``stall_timeout``.
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
-    resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
+    resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails,
+    RunStopped after a clean stop on SIGTERM or SIGINT (main thread only; see
+    :mod:`scoring.internal.signals`).
 
     ``incremental_from``: other committed outputs (oldest first); manifest rows whose id
     (``id_column`` is then required) one of them scored ok with the same ensemble version or
@@ -204,6 +216,8 @@ def _score_locked(
             ", ".join(f"{Path(s['output']).name}: {s['rows']}" for s in incremental["sources"])
             or "no matching earlier output",
         )
+    in_output = staged.rows - int(skipped.size)
+    signals.report_progress(lambda: (_rows_in_parts(layout), in_output))
     meta = {
         "run_id": state.run_id,
         "created_at": state.created_at,
@@ -224,7 +238,6 @@ def _score_locked(
     check = verify_parts(layout.part_files(), staged.rows, skipped=skipped)
     stats = collect_stats(check.files)
     wall = time.perf_counter() - started
-    in_output = staged.rows - int(skipped.size)
     errors = sum(n for status, n in stats["rows_by_status"].items() if status != "ok")
     summary = {
         **meta,
@@ -270,7 +283,8 @@ def _score_locked(
         "parquet_files": [Path(f).name for f in check.files],
         "versions": _versions(),
     }
-    layout.commit(summary, replace=opts.force)
+    with signals.deferred("the output was being committed"):
+        layout.commit(summary, replace=opts.force)
     return ScoringResult(layout.final, layout.committed_files(), summary)
 
 
@@ -477,6 +491,7 @@ def _run_pipeline(
             "far are kept: fix the cause and rerun the same command to resume"
         ) from exc
     finally:
+        join_dataset_threads()  # before ray.shutdown (see there)
         for key, value in saved.items():
             setattr(ctx, key, value)
 
@@ -486,6 +501,17 @@ def _progress(layout: RunLayout) -> int:
     after every batch) plus output files written so far."""
     rows = sum(node["rows"] for node in read_tally(layout.tally).values())
     return rows + len(layout.part_files())
+
+
+def _rows_in_parts(layout: RunLayout) -> int:
+    """Rows in the finished parts (read-only: a part being written has no footer yet)."""
+    rows = 0
+    for f in layout.part_files():
+        try:
+            rows += pq.read_metadata(f).num_rows
+        except (pa.ArrowInvalid, OSError):
+            continue
+    return rows
 
 
 def _first_line(exc: BaseException) -> str:

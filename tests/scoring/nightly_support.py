@@ -139,3 +139,15 @@ def wait_for(predicate, timeout: float, what: str, proc=None, log: Path | None =
         time.sleep(0.1)
     tail = log.read_text(errors="replace")[-3000:] if log else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail}")
+
+
+def finished_parts(parts: Path) -> list[Path]:
+    """Parts with a readable footer (a part being written has none yet)."""
+    done = []
+    for f in sorted(parts.glob("*.parquet")) if parts.is_dir() else []:
+        try:
+            pq.read_metadata(f)
+            done.append(f)
+        except Exception:  # noqa: BLE001 - half-written: not finished
+            continue
+    return done

@@ -45,6 +45,7 @@ from scoring.internal.cluster import (
     WorkerPlan,
     cluster_cpus,
     join_dataset_threads,
+    largest_node_cpus,
     plan_workers,
     ray_session,
 )
@@ -231,7 +232,9 @@ def _score_locked(
     pipeline_s = 0.0
     if staged.todo:
         with ray_session(opts.ray_address) as where:
-            plan = plan_workers(cluster_cpus(), opts.num_workers, opts.worker_threads)
+            plan = plan_workers(
+                cluster_cpus(), opts.num_workers, opts.worker_threads, largest_node_cpus()
+            )
             t0 = time.perf_counter()
             _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
             pipeline_s = time.perf_counter() - t0

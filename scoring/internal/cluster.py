@@ -36,16 +36,26 @@ class WorkerPlan:
     cluster_cpus: float
 
 
-def plan_workers(cluster_cpus: float, num_workers: int | None, threads: int) -> WorkerPlan:
+def plan_workers(
+    cluster_cpus: float, num_workers: int | None, threads: int, largest_node: float = 0.0
+) -> WorkerPlan:
     """Default: one single-thread actor per CPU (measured fastest for several models on 2
     cores). The actors' real threads use every core; their logical CPUs stay below the
-    cluster's so that Ray Data's tasks can always be scheduled beside them."""
+    cluster's so that Ray Data's tasks can always be scheduled beside them.
+
+    ``largest_node``: the CPUs of the cluster's largest node, on a cluster of several nodes.
+    The actors then ask for few enough logical CPUs that, should that node be lost, Ray can
+    restart its actors on the nodes left: an actor it cannot place stays pending, and Ray
+    Data waits for the batches it held forever (a stall). Logical only, as above."""
     if threads < 1:
         raise UsageError(f"--worker-threads must be at least 1, got {threads}")
     workers = num_workers if num_workers is not None else max(1, int(cluster_cpus // threads))
     if workers < 1:
         raise UsageError(f"--num-workers must be at least 1, got {workers}")
     budget = max(0.0, cluster_cpus - FREE_CPUS)
+    after_loss = cluster_cpus - largest_node - FREE_CPUS
+    if 0 < largest_node < cluster_cpus and after_loss > 0:
+        budget = min(budget, after_loss)
     actor_cpus = math.floor(min(float(threads), budget / workers) * 1e4) / 1e4
     return WorkerPlan(workers, threads, actor_cpus, cluster_cpus)
 
@@ -133,3 +143,13 @@ def cluster_cpus() -> float:
     if cpus <= 0:
         raise GenderscoreError("the Ray cluster reports no CPUs: start workers with CPUs")
     return cpus
+
+
+def largest_node_cpus() -> float:
+    """The CPUs of the largest live node (all of them on one machine)."""
+    import ray
+
+    return max(
+        (float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")),
+        default=0.0,
+    )

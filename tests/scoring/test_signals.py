@@ -151,7 +151,9 @@ def test_a_signal_to_the_process_group_stops_the_run_cleanly_and_the_rerun_resum
         wait_for(lambda: len(finished_parts(staging / "parts")) >= 2, 600, "two finished parts",
                  first, log1)  # fmt: skip
         os.killpg(first.pid, sig)
+        t0 = time.monotonic()
         assert first.wait(timeout=300) == code, log1.read_text()[-3000:]
+        took = time.monotonic() - t0
         # Ray shut down: nothing this run started is left (a worker Ray was starting as the
         # stop came may take a few seconds to notice its raylet is gone)
         wait_for(lambda: not session_pids(first.pid), 120, "Ray's processes to end")
@@ -169,6 +171,7 @@ def test_a_signal_to_the_process_group_stops_the_run_cleanly_and_the_rerun_resum
     assert found, stops[0]
     done = int(found.group(1))
     assert 80 <= done < ROWS
+    print(f"{name}: exit {code} {took:.1f} s after the signal")
     assert not [n for n in NOISE if n in text], text[-3000:]
     assert lock_is_free(tmp_path / "scores" / f".run_date={DATE}.lock")
     assert not (tmp_path / "scores" / f"run_date={DATE}").exists()  # nothing committed

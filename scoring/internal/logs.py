@@ -203,6 +203,7 @@ NATIVE_NOISE = (
 
 
 def is_noise(line: str) -> bool:
+    """Whether a line of file descriptor 2 is one of the :data:`NATIVE_NOISE` lines."""
     return any(p.search(line) for p in NATIVE_NOISE)
 
 
@@ -212,16 +213,11 @@ def wrap_std_fds() -> bool:
     a thread logs as records of the ``stdout``/``stderr`` loggers, written to the real stderr
     (but the :data:`NATIVE_NOISE` lines). Only for a real process (not under a test runner's
     capture); returns whether it was done."""
-    global _real_stderr
-    if _real_stderr is not None:
-        return True
-    if not _real_std_fds():
-        return False
-    _real_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        level = logging.WARNING if fd == 2 else logging.INFO
-        _pipe_fd(fd, functools.partial(logging.getLogger(name).log, level))
-    return True
+    if _take_stderr():
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            level = logging.WARNING if fd == 2 else logging.INFO
+            _pipe_fd(fd, functools.partial(logging.getLogger(name).log, level))
+    return _real_stderr is not None
 
 
 def filter_native_stderr() -> bool:
@@ -229,23 +225,23 @@ def filter_native_stderr() -> bool:
     core writes to directly. Descriptor 2 becomes a pipe whose lines a thread copies to the
     real stderr; ``sys.stderr`` (log lines, progress bars, tracebacks) writes to the real
     stderr directly. Only for a real process; returns whether it was done."""
+    if _take_stderr():
+        real = sys.stderr = _real_stderr
+
+        def copy(line: str) -> None:
+            real.write(line + "\n")
+
+        _pipe_fd(2, copy, strip_colours=False)
+    return _real_stderr is not None
+
+
+def _take_stderr() -> bool:
+    """Keep a stream on the real stderr (``_real_stderr``) before descriptor 2 is redirected.
+    False when that was done already, or when descriptors 1 and 2 are not this process's own
+    (a test runner's capture)."""
     global _real_stderr
     if _real_stderr is not None:
-        return True
-    if not _real_std_fds():
         return False
-    _real_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-    sys.stderr = _real_stderr
-    real = _real_stderr
-
-    def copy(line: str) -> None:
-        real.write(line + "\n")
-
-    _pipe_fd(2, copy, strip_colours=False)
-    return True
-
-
-def _real_std_fds() -> bool:
     try:
         if sys.stderr.fileno() != 2 or sys.stdout.fileno() != 1:
             return False
@@ -253,6 +249,7 @@ def _real_std_fds() -> bool:
         return False
     sys.stdout.flush()
     sys.stderr.flush()
+    _real_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     return True
 
 

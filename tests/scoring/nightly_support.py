@@ -151,3 +151,13 @@ def finished_parts(parts: Path) -> list[Path]:
         except Exception:  # noqa: BLE001 - half-written: not finished
             continue
     return done
+
+
+def run_to_end(command: list[str], log: Path, env: dict | None = None, timeout: float = 900):
+    """Run ``command`` in its own session until it ends; fail with the log's tail unless it
+    exits 0 (a rerun that must resume and commit)."""
+    proc = spawn(command, log, env)
+    try:
+        assert proc.wait(timeout=timeout) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        end_session(proc)

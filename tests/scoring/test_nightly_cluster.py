@@ -34,6 +34,7 @@ from nightly_support import (
     free_ports,
     id_rows,
     read_date,
+    run_to_end,
     session_pids,
     spawn,
     summary_of,
@@ -290,12 +291,7 @@ def test_a_lost_node_whose_actors_cannot_move_fails_within_the_stall_timeout(mod
         assert len(finished_parts(staging / "parts")) >= 2  # kept for the rerun
         print(f"unrecoverable lost node: exit 1 {took:.1f} s after the kill")
 
-        log2 = tmp_path / "rerun.log"
-        rerun = spawn(command, log2, env)
-        try:
-            assert rerun.wait(timeout=900) == 0, log2.read_text()[-4000:]
-        finally:
-            end_session(rerun)
+        run_to_end(command, tmp_path / "rerun.log", env)
     day = staging.parent / f"run_date={DATE}"
     assert read_date(day)["row"].to_pylist() == list(range(800))  # every row, exactly once
     s = summary_of(day)

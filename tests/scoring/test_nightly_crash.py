@@ -14,6 +14,7 @@ from nightly_support import (
     finished_parts,
     id_rows,
     read_date,
+    run_to_end,
     spawn,
     summary_of,
     wait_for,
@@ -71,11 +72,7 @@ def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, t
     assert run_id and all(r["run_id"] == run_id for r in records)
 
     log2 = tmp_path / "attempt2.log"
-    second = spawn(command, log2)
-    try:
-        assert second.wait(timeout=900) == 0, log2.read_text()[-3000:]
-    finally:
-        end_session(second)
+    run_to_end(command, log2)
     day = tmp_path / "scores" / f"run_date={DATE}"
     table = read_date(day)
     assert table["row"].to_pylist() == list(range(ROWS))  # every row, exactly once

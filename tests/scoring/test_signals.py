@@ -22,6 +22,7 @@ from nightly_support import (
     finished_parts,
     id_rows,
     read_date,
+    run_to_end,
     session_pids,
     spawn,
     summary_of,
@@ -177,11 +178,7 @@ def test_a_signal_to_the_process_group_stops_the_run_cleanly_and_the_rerun_resum
     assert not (tmp_path / "scores" / f"run_date={DATE}").exists()  # nothing committed
 
     log2 = tmp_path / "attempt2.log"
-    second = spawn(command, log2)
-    try:
-        assert second.wait(timeout=900) == 0, log2.read_text()[-3000:]
-    finally:
-        end_session(second)
+    run_to_end(command, log2)
     day = tmp_path / "scores" / f"run_date={DATE}"
     table = read_date(day)
     assert table["row"].to_pylist() == list(range(ROWS))  # every row, exactly once

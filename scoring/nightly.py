@@ -17,8 +17,9 @@ other committed dates scored.
 
 ``--incremental`` scores each id once across the dates: a date leaves out the ids that any
 other committed date (earlier or later: a backfill) holds as ok rows, so an id is held by the
-first run that committed it. Incremental runs of one ``OUT`` take turns (``OUT/.incremental.
-lock``): two at once could each score an id the other has not committed yet.
+first run that committed it. Incremental runs of one ``OUT`` take turns
+(``OUT/.incremental.lock``): two at once could each score an id the other has not committed
+yet.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def run_nightly(
 
     ``options`` are :func:`scoring.run.score_manifest`'s. ``incremental``: ids that another
     committed date (earlier or later) scored ok with the same ensemble version (or models) are
-    left out (needs ``id_column``; see the module docstring). ``max_error_rate``: after the commit, raise :class:`ErrorRateExceeded`
-    (its ``result`` attribute holds the result) when the date's share of error rows is above it.
+    left out (needs ``id_column``; see the module docstring). ``max_error_rate``: after the
+    commit, raise :class:`ErrorRateExceeded` (its ``result`` attribute holds the result) when
+    the date's share of error rows is above it.
     """
     day = parse_run_date(run_date)
     check_max_error_rate(max_error_rate)
@@ -133,9 +135,15 @@ def incremental_turn(root: Path) -> Iterator[None]:
     UsageError at once when another one holds it."""
     import fcntl
 
-    root.mkdir(parents=True, exist_ok=True)
     path = root / INCREMENTAL_LOCK
-    with open(path, "a+") as fh:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror}; choose an --out you can write to"
+        ) from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

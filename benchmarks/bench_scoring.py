@@ -1,7 +1,8 @@
 """End-to-end scoring speed against its ceiling and two baselines, fp32 and int8, in one run.
 
     python benchmarks/bench_scoring.py [--images 2000] [--size 224] [--precisions fp32 int8]
-        [--layouts default 1x1 1x2] [--ceiling-images 512] [--work /tmp/bench_scoring]
+        [--layouts default 1x1 1x2] [--faces off align] [--ceiling-images 512]
+        [--work /tmp/bench_scoring]
 
 Three models (MobileNetV2, EfficientNetB0, ResNet50; random weights; built with
 ``models.build`` and converted with ``convert``; ``int8``: converted with ``--int8
@@ -13,6 +14,9 @@ and FACECOM 250x250 JPEGs, mixed). Printed, in img/s, per precision:
   ONNX Runtime actors, Parquet, commit, Ray shutdown), default settings, and once more per
   ``--layouts`` entry (``WxT``: W actors x T ORT threads; ``1x1`` against ``default``, one
   actor per CPU, is the 1-against-2-workers scale figure);
+- ``scoring run, faces align`` (with ``--faces off align``): the default layout once more with
+  every model's input the aligned face (detection and alignment in the decode tasks); the
+  ratio to the ``off`` run is the cost of face framing (aim: at least 0.8);
 - ceiling (a): the same ORT sessions over pre-decoded tensors, no I/O; measured both as one
   process with all cores and as one single-thread process per core (the scorer's layout),
   before and after the scoring runs (the mean of the two, so that a change in the machine's
@@ -67,6 +71,13 @@ def main() -> None:
     ap.add_argument(
         "--ceiling-images", type=int, default=512, help="pre-decoded images per ceiling timing"
     )
+    ap.add_argument(
+        "--faces",
+        nargs="+",
+        default=["off"],
+        choices=["off", "align"],
+        help="face framings of the default-layout scoring run (off and align: framing's cost)",
+    )
     ap.add_argument("--skip-keras", action="store_true", help="leave out the Keras baseline")
     ap.add_argument("--skip-plain", action="store_true", help="leave out the plain loop")
     args = ap.parse_args()
@@ -92,6 +103,10 @@ def main() -> None:
         for layout in args.layouts:
             results[f"{precision} scoring run, {layout}"] = scoring_run(
                 onnx_paths, manifest, args.work, layout
+            )
+        if "align" in args.faces:
+            results[f"{precision} scoring run, {args.layouts[0]}, faces align"] = scoring_run(
+                onnx_paths, manifest, args.work, args.layouts[0], faces="align"
             )
         after = ceilings(onnx_paths, images, cpus)
         for name in before:
@@ -137,6 +152,9 @@ def report(results: dict[str, float], precisions: list[str], layouts: list[str])
         for layout in layouts[1:]:
             ratio = e2e[p] / results[f"{p} scoring run, {layout}"]
             print(f"  {p} scoring run, {layouts[0]} / {layout}: {ratio:.2f}")
+        aligned = results.get(f"{p} scoring run, {layouts[0]}, faces align")
+        if aligned:
+            line(f"{p} scoring run, faces align / faces off", aligned / e2e[p], 0.8)
     if len(precisions) == 2:
         line("int8 scoring run / fp32 scoring run", e2e["int8"] / e2e["fp32"], 2)
         c = {
@@ -313,14 +331,17 @@ def plain_loop(onnx_paths: list[str], paths: list[str], size: int, cpus: int, wo
 # --- the scorer ----------------------------------------------------------------------------
 
 
-def scoring_run(onnx_paths: list[str], manifest: Path, work: Path, layout: str) -> float:
-    """``score_manifest`` end to end, img/s; ``layout`` 'default' or 'WxT' (actors x threads)."""
+def scoring_run(
+    onnx_paths: list[str], manifest: Path, work: Path, layout: str, faces: str | None = None
+) -> float:
+    """``score_manifest`` end to end, img/s; ``layout`` 'default' or 'WxT' (actors x threads);
+    ``faces``: the framing for every model (default: their own, off here)."""
     from scoring.run import score_manifest
 
-    options: dict[str, int] = {}
+    options: dict[str, int | str] = {"faces": faces} if faces else {}
     if layout != "default":
         workers, threads = (int(x) for x in layout.split("x"))
-        options = {"num_workers": workers, "worker_threads": threads}
+        options |= {"num_workers": workers, "worker_threads": threads}
     out = work / "scores"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -329,7 +350,7 @@ def scoring_run(onnx_paths: list[str], manifest: Path, work: Path, layout: str) 
     seconds = time.perf_counter() - t0
     s = result.summary
     print(
-        f"scoring run ({layout}): {s['rows']} rows ({s['rows_by_status']}) in {seconds:.1f} s, "
+        f"scoring run ({layout}{', faces ' + faces if faces else ''}): {s['rows']} rows ({s['rows_by_status']}) in {seconds:.1f} s, "
         f"pipeline {s['pipeline_time_s']:.1f} s ({s['rows'] / s['pipeline_time_s']:.1f} img/s "
         f"without Ray start and stop), {s['ray']['workers']} workers x "
         f"{s['ray']['worker_threads']} thread(s)",

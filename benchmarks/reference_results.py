@@ -19,7 +19,7 @@ resumed by running the same command again; ``--redo`` recomputes the named stage
 - ``evaluate``: AUC, accuracy, macro F1, per-class accuracy, FAR and FRR at each tuned
   threshold for every model and the ensemble, on val and on the cross-domain test;
   INT8 against fp32 (AUC, label agreement, img/s) -> WORK/results.json;
-- ``table``: WORK/results.md, the Markdown tables the README's "Reference results" shows.
+- ``table``: WORK/results.md, the Markdown tables docs/benchmarks.md's "Reference results" shows.
 
 The data folder must hold ``utkface/{train,val}/{female,male}/`` and
 ``facecom/train/{female,male}/`` (the layout of ``../shared/data``). Never commit WORK.
@@ -460,7 +460,7 @@ def stage_table(r: Recipe) -> None:
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """The Markdown the README's "Reference results" section shows."""
+    """The Markdown docs/benchmarks.md's "Reference results" section shows."""
     lines: list[str] = []
     for objective, res in results["objectives"].items():
         first = next(iter(res["rows"].values()))["val"]

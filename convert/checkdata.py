@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import DataError
+from models.framing import Framing
 from models.imageio import ImageError, load_image
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,10 @@ def load_check_images(
     *,
     limit: int = 256,
     seed: int = 0,
+    framing: Framing | None = None,
 ) -> CheckImages:
-    """Read up to ``limit`` images from a folder or CSV at ``size`` (h, w)."""
+    """Read up to ``limit`` images from a folder or CSV at ``size`` (h, w), framed as the model
+    was trained (``framing``; default: the whole image)."""
     source = Path(source)
     if source.is_dir():
         entries = _folder_entries(source, class_names)
@@ -87,7 +90,7 @@ def load_check_images(
     images, labels, paths, skipped = [], [], [], {}
     for path, label in entries:
         try:
-            images.append(load_image(path, size))
+            images.append(load_image(path, size, framing))
         except ImageError as exc:
             skipped[path] = str(exc.code)
             continue

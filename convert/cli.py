@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from convert.options import PREPROCESS_CHOICES, ConvertOptions
+from models.framing import FACE_MODES
 
 _INT8_CHOICES = ("auto", "u8s8", "s8s8")
 
@@ -71,6 +72,13 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None):
     help="Model name; the scoring column becomes p_<name> (default: the file name).",
 )
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    default=None,
+    help="Face framing the model was trained with (off, align, require), written into the"
+    " ONNX metadata so scoring frames alike. Default: run.json's, else off.",
+)
 @click.option(
     "--image-size",
     callback=_image_size,
@@ -155,7 +163,7 @@ def cli(model: Path, out: Path, **kwargs: object) -> None:
     click.echo(
         f"  name {meta.name} (column {meta.column}), backbone {meta.backbone},"
         f" input {meta.input_size[0]}x{meta.input_size[1]}, preprocessing {meta.preprocessing},"
-        f" P({meta.positive_class}) of {','.join(meta.class_names)}"
+        f" P({meta.positive_class}) of {','.join(meta.class_names)}, faces {meta.framing.mode}"
     )
     click.echo(
         f"  parity: max |logit difference| {result.parity.max_abs_logit_diff:.2g} on"

@@ -125,6 +125,7 @@ def convert_model(
         versions=_versions(loaded, opts.opset),
         created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         quantization=None,
+        framing=settings.framing,
         extra={
             "head": head.as_dict(),
             "parity": parity.as_dict(),
@@ -184,6 +185,7 @@ def _check_images(source: Path | None, settings: Settings, limit: int) -> CheckI
         settings.class_names,
         settings.positive_class,
         limit=limit,
+        framing=settings.framing,
     )
 
 
@@ -255,6 +257,7 @@ def _int8(
         settings.class_names,
         settings.positive_class,
         limit=opts.calibration_limit,
+        framing=settings.framing,
     )
     if not has_check_data:
         # Generated images say nothing about accuracy: gate on the calibration images.

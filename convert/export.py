@@ -23,11 +23,10 @@ import numpy as np
 from convert.head import LinearHead
 from convert.inspection import ModelStructure
 from convert.loading import LoadedModel
+from convert.metadata import INPUT_NAME, OUTPUT_NAMES
 from models.errors import GenderscoreError
 from models.preprocessing import preprocess
 
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("prob", "logit")
 BATCH_DIM = "batch"
 #: ONNX node-name prefixes of the parts outside the backbone (kept fp32 by INT8 quantization).
 PREPROCESS_SCOPE = "preprocess"
@@ -111,7 +110,7 @@ def _name_batch_dim(proto: Any) -> None:
 
 
 def _check_interface(proto: Any) -> None:
-    """The contract every later stage relies on (README: ONNX model produced by convert)."""
+    """The contract every later stage relies on (docs/contracts.md, The model file)."""
     import onnx
 
     got_in = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]

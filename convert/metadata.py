@@ -14,15 +14,24 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from models.errors import DataError
+from models.framing import Framing
 from models.preprocessing import PREPROCESSING
 
-#: Bumped when a key changes meaning or a required key is added.
-SCHEMA_VERSION = 1
+#: The model file's graph interface (docs/contracts.md, "the model file"): one uint8 NHWC
+#: input, then P(positive class) and its log-odds, in this order.
+INPUT_NAME = "image"
+PROB_OUTPUT = "prob"
+LOGIT_OUTPUT = "logit"
+OUTPUT_NAMES = (PROB_OUTPUT, LOGIT_OUTPUT)
+
+#: Bumped when a key changes meaning or a required key is added. 2: ``framing`` (a reader of
+#: version 1 would score a face-framed model on whole images, so it must refuse it).
+SCHEMA_VERSION = 2
 PREFIX = "genderscore."
 #: A model name becomes the scoring column ``p_<name>``: keep it a plain identifier.
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -40,12 +49,12 @@ _REQUIRED = (
     "created_at",
     "quantization",
 )
-_JSON_FIELDS = frozenset({"input_size", "class_names", "versions", "quantization"})
+_JSON_FIELDS = frozenset({"input_size", "class_names", "versions", "quantization", "framing"})
 
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """The contract between ``convert`` and the scorer (see the README's ``convert`` section)."""
+    """The contract between ``convert`` and the scorer (docs/models-and-convert.md, Metadata)."""
 
     schema_version: int
     name: str
@@ -58,6 +67,8 @@ class ModelMetadata:
     versions: dict[str, str]
     created_at: str
     quantization: dict[str, Any] | None = None
+    #: How images are cut before the model sees them; models of schema 1 are ``off``.
+    framing: Framing = field(default_factory=Framing)
     #: Other ``genderscore.*`` keys (JSON-decoded where they parse), e.g. ``parity``, ``head``.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -79,9 +90,10 @@ class ModelMetadata:
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` entries (key -> string value) for this metadata."""
-        data = asdict(self)
-        extra = data.pop("extra")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data["framing"] = self.framing.to_dict()
         props = {PREFIX + k: _encode(k, v) for k, v in data.items()}
+        extra = dict(self.extra)
         for k, v in extra.items():
             props[PREFIX + k] = json.dumps(v, sort_keys=True)
         return props
@@ -118,9 +130,15 @@ class ModelMetadata:
             )
         values["input_size"] = _pair(values["input_size"], "input_size", source)
         values["class_names"] = _pair(values["class_names"], "class_names", source)
-        extra = {k: _decode_extra(v) for k, v in ours.items() if k not in _REQUIRED}
+        framing = Framing.from_dict(
+            _decode_extra(ours["framing"]) if "framing" in ours else None,
+            f"{source}: metadata {PREFIX}framing",
+        )
+        extra = {
+            k: _decode_extra(v) for k, v in ours.items() if k not in _REQUIRED and k != "framing"
+        }
         try:
-            return cls(**values, extra=extra)
+            return cls(**values, framing=framing, extra=extra)
         except DataError as exc:
             raise DataError(f"{source}: {exc}") from None
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from convert.metadata import NAME_PATTERN
 from models.errors import UsageError
+from models.framing import Framing, parse_face_mode
 from models.preprocessing import PREPROCESSING
 from models.runinfo import RunInfo
 
@@ -44,6 +45,8 @@ class ConvertOptions:
     parity_tolerance: float = 1e-4
     force: bool = False
     unsafe_load: bool = False
+    #: Face framing the model was trained with; default: run.json's, else ``off``.
+    faces: str | None = None
 
 
 def check_options(opts: ConvertOptions) -> ConvertOptions:
@@ -51,6 +54,8 @@ def check_options(opts: ConvertOptions) -> ConvertOptions:
     from convert.export import MIN_OPSET
     from convert.quantize import INT8_CHOICES
 
+    if opts.faces is not None:
+        parse_face_mode(opts.faces)
     if opts.preprocess not in PREPROCESS_CHOICES:
         raise UsageError(
             f"unknown --preprocess {opts.preprocess!r}: choose one of {', '.join(PREPROCESS_CHOICES)}"
@@ -120,6 +125,7 @@ class Settings:
     name: str
     input_size: tuple[int, int]
     sources: dict[str, str]
+    framing: Framing = Framing()
 
     @property
     def positive_index(self) -> int:
@@ -201,7 +207,20 @@ def resolve_settings(
 
     name = opts.name or _default_name(model_path)
     sources["name"] = "option" if opts.name else "file name"
-    return Settings(preprocessing, class_names, positive, name, tuple(input_size), sources)
+    recorded_framing = run_info.framing if run_info else None
+    framing = recorded_framing or Framing()
+    if opts.faces is not None:
+        framing = framing.with_mode(opts.faces)
+        if recorded_framing is not None and framing != recorded_framing and not opts.force:
+            raise UsageError(
+                f"--faces {opts.faces} contradicts framing {recorded_framing.mode} recorded in"
+                f" {run_info.path if run_info else 'run.json'}: drop the option, or pass --force"
+                " if the record is wrong"
+            )
+        sources["framing"] = "option"
+    else:
+        sources["framing"] = "run.json" if recorded_framing else "default"
+    return Settings(preprocessing, class_names, positive, name, tuple(input_size), sources, framing)
 
 
 def _default_name(model_path: Path) -> str:

@@ -20,7 +20,7 @@ DECISION_COLUMNS = ("p_ensemble", "label", "threshold", "ensemble_version")
 
 def decide_table(spec: EnsembleSpec, scores: ScoresFile) -> pa.Table:
     """The scores table plus ``p_ensemble`` (float32), ``label`` (class name), ``threshold``
-    and ``ensemble_version`` (contract 2). Error rows keep nulls; every row is kept."""
+    and ``ensemble_version`` (docs/contracts.md, "the scores file"). Error rows keep nulls; every row is kept."""
     spec.check_models(scores.model_pairs())
     ok = scores.ok_mask()
     p = spec.combine({m.name: scores.probs(m.name) for m in spec.models})

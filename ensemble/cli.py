@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from models.errors import GenderscoreError, UsageError
+from models.framing import FACE_MODES
+from scoring.cli import storage_option_flag
 
 log = logging.getLogger(__name__)
 METHOD_CHOICES = ["mean", "weighted", "logit", "stacking", "auto"]
@@ -19,9 +21,10 @@ CALIBRATION_CHOICES = ["none", "platt", "isotonic"]
 
 
 def _console() -> Console:
-    # Piped output (logs, CI) would otherwise be cut to 80 columns and truncate the tables.
+    # Piped output (logs, CI) would otherwise be cut to 80 columns and truncate the tables;
+    # 160 holds the per-group tables (four rates with intervals) without wrapping.
     console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=140)
+    return console if console.is_terminal else Console(highlight=False, width=160)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +37,12 @@ def cli() -> None:
     """
 
 
+def _storage(values: tuple[str, ...]):
+    from scoring.storage import StorageOptions
+
+    return StorageOptions.parse(values)
+
+
 def _objective(ctx: click.Context, param: click.Parameter, value: str):
     from ensemble.thresholds import parse_objective
 
@@ -43,13 +52,43 @@ def _objective(ctx: click.Context, param: click.Parameter, value: str):
         raise click.BadParameter(str(exc)) from None
 
 
+def _group_options(command):
+    """--group-by, --bands and --min-group, shared by tune and evaluate."""
+    options = [
+        click.option(
+            "--group-by",
+            "group_by",
+            multiple=True,
+            help="Also report FAR, FRR, accuracy and AUC per group of this column of the "
+            "scores (kept with 'scoring run --keep-columns'); repeat for more columns.",
+        ),
+        click.option(
+            "--bands",
+            multiple=True,
+            help="COLUMN=EDGES: band a numeric --group-by column at increasing edges, e.g. "
+            "age=0,18,40,60,200 ([0, 18), [18, 40), ...); repeatable.",
+        ),
+        click.option(
+            "--min-group",
+            type=int,
+            default=30,
+            show_default=True,
+            help="Groups with fewer rows are pooled into 'other' (and said so).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.option(
     "--scores",
     "scores_path",
-    type=click.Path(path_type=Path),
-    help="Labeled validation scores: a Parquet file or folder written by 'scoring run'.",
+    help="Labeled validation scores: a Parquet file or folder written by 'scoring run' "
+    "(or an s3://, gs:// URI of one).",
 )
+@storage_option_flag("--scores")
 @click.option(
     "--manifest",
     type=click.Path(path_type=Path),
@@ -78,6 +117,12 @@ def _objective(ctx: click.Context, param: click.Parameter, value: str):
 @click.option(
     "--root",
     help="With --manifest: folder or URI that relative image paths are under.",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    help="With --manifest: face framing for every model (off, align, require). Default: each "
+    "model's own.",
 )
 @click.option(
     "--method",
@@ -131,14 +176,22 @@ def _objective(ctx: click.Context, param: click.Parameter, value: str):
     show_default=True,
     help="Bootstrap replicates for the 95% confidence intervals.",
 )
+@_group_options
+@click.option(
+    "--max-gap",
+    help="far=X or frr=X (needs --group-by): the threshold meets --objective with the FAR "
+    "(or FRR) of the worst and the best group at most X apart on validation.",
+)
 def tune(
-    scores_path: Path | None,
+    scores_path: str | None,
+    storage_options: tuple[str, ...],
     manifest: Path | None,
     model_paths: tuple[Path, ...],
     scores_out: Path | None,
     label_column: str | None,
     path_column: str | None,
     root: str | None,
+    faces: str | None,
     method: str,
     objective,
     positive: str,
@@ -148,18 +201,32 @@ def tune(
     seed: int,
     cv: int,
     n_boot: int,
+    group_by: tuple[str, ...],
+    bands: tuple[str, ...],
+    min_group: int,
+    max_gap: str | None,
 ) -> None:
     """Fit an ensemble on labeled validation scores and choose its threshold."""
+    from ensemble.groups import audit_options
     from ensemble.scores import read_scores
     from ensemble.tune import tune as run_tune
 
+    groups = audit_options(group_by, bands, min_group, max_gap)
     if (scores_path is None) == (manifest is None):
         raise click.UsageError("give either --scores VAL.parquet or --manifest CSV --models ...")
-    manifest_options = {"label_column": label_column, "path_column": path_column, "root": root}
+    manifest_options = {
+        "label_column": label_column,
+        "path_column": path_column,
+        "root": root,
+        "faces": faces,
+    }
     manifest_options = {k: v for k, v in manifest_options.items() if v is not None}
     if manifest is not None:
         if not model_paths:
             raise click.UsageError("--manifest needs the models to score it: add --models A.onnx")
+        if groups is not None:
+            _check_manifest_columns(manifest, groups.group_by)
+            manifest_options["keep_columns"] = list(groups.group_by)
         files = _score_manifest(
             manifest, model_paths, scores_out or out.with_suffix(".scores"), manifest_options
         )
@@ -170,7 +237,7 @@ def tune(
                 "--models, --scores-out, --label-column, --path-column and --root go with "
                 "--manifest; --scores is already scored"
             )
-        scores = read_scores(scores_path)
+        scores = read_scores(scores_path, _storage(storage_options))
     result = run_tune(
         scores,
         objective=objective,
@@ -180,6 +247,7 @@ def tune(
         cv=cv,
         seed=seed,
         n_boot=n_boot,
+        groups=groups,
     )
     spec = result.spec
     spec.save(out)
@@ -193,15 +261,46 @@ def tune(
         )
     _print_selection(console, content["selection"])
     _print_metrics(console, val["ensemble"], val["models"], result.data.ordered_classes, spec)
+    if "groups" in val:
+        _print_groups(console, val["groups"], result.data.ordered_classes)
     console.print(
-        f"threshold {spec.threshold:.6g} for {spec.objective} ({content['selection']['value']} "
-        f"{val['ensemble']['objective_value']:.4f}); ensemble {spec.version} -> {out}"
+        f"threshold {spec.threshold:.6g} for {spec.objective}{_gap_text(content)} "
+        f"({content['selection']['value']} {val['ensemble']['objective_value']:.4f}); "
+        f"ensemble {spec.version} -> {out}"
     )
     if report is not None:
         page = write_command_report(
-            report, result.data, result.p_ensemble, spec, val, "ensemble tune"
+            report, result.data, result.p_ensemble, spec, val, "ensemble tune", result.groupings
         )
         console.print(f"report -> {page}")
+
+
+def _gap_text(content: dict) -> str:
+    """`` with FAR gap <= 0.02 by race (0.018; unconstrained ...)`` or nothing."""
+    limit = content.get("max_gap")
+    if not limit:
+        return ""
+    got = content["validation"]["gap_constraint"]
+    rate = limit["rate"].upper()
+    gaps = ", ".join(f"{c} {g:.4f}" for c, g in got["gaps"].items())
+    free = got["unconstrained"]
+    free_gaps = ", ".join(f"{c} {g:.4f}" for c, g in free["gaps"].items())
+    return (
+        f" with {rate} gap <= {limit['limit']:g} (gap {gaps}; without the ceiling: threshold "
+        f"{free['threshold']:.6g}, value {free['value']:.4f}, gap {free_gaps})"
+    )
+
+
+def _check_manifest_columns(manifest: Path, columns: tuple[str, ...]) -> None:
+    from scoring.manifest import read_header
+
+    names = read_header(manifest)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise UsageError(
+            f"--group-by {missing[0]}: manifest {manifest} has no such column "
+            f"(its columns: {', '.join(names)})"
+        )
 
 
 def _score_manifest(
@@ -233,9 +332,10 @@ def _score_manifest(
     "--scores",
     "scores_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Scores (Parquet file or folder) from 'scoring run' with the ensemble's models.",
+    help="Scores (Parquet file or folder, or an s3://, gs:// URI of one) from 'scoring run' "
+    "with the ensemble's models.",
 )
+@storage_option_flag("--scores")
 @click.option(
     "--out",
     required=True,
@@ -254,7 +354,8 @@ def _score_manifest(
 )
 def apply(
     ensemble_path: Path,
-    scores_path: Path,
+    scores_path: str,
+    storage_options: tuple[str, ...],
     out: Path,
     submission: Path | None,
     submission_out: Path | None,
@@ -268,7 +369,7 @@ def apply(
     if (submission is None) != (submission_out is None):
         raise click.UsageError("--submission and --submission-out go together: give both")
     spec = EnsembleSpec.load(ensemble_path)
-    scores = read_scores(scores_path)
+    scores = read_scores(scores_path, _storage(storage_options))
     table = decide_table(spec, scores)
     sub = make_submission(submission, table, spec) if submission is not None else None
     write_table(table, out)
@@ -298,9 +399,10 @@ def apply(
     "--scores",
     "scores_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Labeled test scores (true_label column) the threshold never saw.",
+    help="Labeled test scores (true_label column) the threshold never saw (a path or an "
+    "s3://, gs:// URI).",
 )
+@storage_option_flag("--scores")
 @click.option("--out", type=click.Path(path_type=Path), help="Also write the metrics as JSON.")
 @click.option(
     "--report", type=click.Path(path_type=Path), help="Write an HTML report with figures here."
@@ -313,21 +415,29 @@ def apply(
     show_default=True,
     help="Bootstrap replicates for the 95% confidence intervals.",
 )
+@_group_options
 def evaluate(
     ensemble_path: Path,
-    scores_path: Path,
+    scores_path: str,
+    storage_options: tuple[str, ...],
     out: Path | None,
     report: Path | None,
     seed: int,
     n_boot: int,
+    group_by: tuple[str, ...],
+    bands: tuple[str, ...],
+    min_group: int,
 ) -> None:
     """Evaluate an ensemble on labeled test scores: does its target hold on unseen data?"""
     from ensemble.evaluation import evaluate as run_evaluate
+    from ensemble.groups import audit_options
     from ensemble.scores import read_scores
     from scoring.ensemble_file import EnsembleSpec, jsonable
 
+    groups = audit_options(group_by, bands, min_group)
     spec = EnsembleSpec.load(ensemble_path)
-    result = run_evaluate(spec, read_scores(scores_path), n_boot=n_boot, seed=seed)
+    scores = read_scores(scores_path, _storage(storage_options))
+    result = run_evaluate(spec, scores, n_boot=n_boot, seed=seed, groups=groups)
     summary = result.summary
     console = _console()
     if summary["rows"]["dropped_not_ok"]:
@@ -338,14 +448,24 @@ def evaluate(
     _print_metrics(
         console, summary["ensemble"], summary["models"], result.data.ordered_classes, spec
     )
+    if "groups" in summary:
+        _print_groups(console, summary["groups"], result.data.ordered_classes)
     console.print(_target_line(summary["target"]))
+    if summary.get("gap_target"):
+        console.print(_gap_target_line(summary["gap_target"]))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
         console.print(f"metrics -> {out}")
     if report is not None:
         page = write_command_report(
-            report, result.data, result.p_ensemble, spec, summary, "ensemble evaluate"
+            report,
+            result.data,
+            result.p_ensemble,
+            spec,
+            summary,
+            "ensemble evaluate",
+            result.groupings,
         )
         console.print(f"report -> {page}")
 
@@ -368,6 +488,22 @@ def _target_line(target: dict) -> str:
     val = target.get("validation")
     val_text = f", {val:.4f} on validation" if val is not None else ""
     return f"objective {name}: {target['value']:.4f} here{val_text}"
+
+
+def _gap_target_line(target: dict) -> str:
+    """``gap ceiling far=0.04 (set on validation): race held (0.031 here, 0.039 on validation)``"""
+    parts = []
+    for column, c in target["by"].items():
+        if c["held"] is None:
+            parts.append(f"{column} n/a here (fewer than two groups to compare)")
+            continue
+        verdict = "held" if c["held"] else "MISSED"
+        parts.append(
+            f"{column} {verdict} ({c['gap']:.4f} here, {c['validation']:.4f} on validation)"
+        )
+    if not parts:
+        return f"gap ceiling {target['max_gap']}: group by its columns to check it here"
+    return f"gap ceiling {target['max_gap']} (set on validation): {'; '.join(parts)}"
 
 
 def _print_selection(console: Console, sel: dict) -> None:
@@ -393,14 +529,33 @@ def _print_metrics(console: Console, ensemble: dict, models: dict, classes, spec
     )
 
 
-def _print_rows(console: Console, title: str, rows: list[dict]) -> None:
+def _print_rows(console: Console, title: str, rows: list[dict], section_by: str = "") -> None:
+    """A rich table of ``rows``; a line between runs of equal ``section_by`` values."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
     table = Table(title=title)
     for c in cols:
-        table.add_column(c, justify="left" if c in ("model", "metric") else "right")
-    for r in rows:
+        left = c in ("model", "metric", "group") or c.endswith(("worst", "best"))
+        table.add_column(c, justify="left" if left else "right")
+    for i, r in enumerate(rows):
+        if section_by and i and r[section_by] != rows[i - 1][section_by]:
+            table.add_section()
         table.add_row(*[_cell(r.get(c, "")) for c in cols])
     console.print(table)
+
+
+def _print_groups(console: Console, block: dict, classes) -> None:
+    from ensemble.summary import gap_rows, group_notes, group_rows
+
+    for column, by in block["by"].items():
+        _print_rows(
+            console,
+            f"by {column}: each model at its threshold, 95% bootstrap CI (within group)",
+            group_rows(by, classes),
+            section_by="model",
+        )
+        _print_rows(console, f"gaps by {column}: worst minus best group", gap_rows(by))
+        for note in group_notes(by):
+            console.print(f"  {note}")
 
 
 def _cell(v) -> str:
@@ -409,9 +564,12 @@ def _cell(v) -> str:
     return str(v)
 
 
-def write_command_report(out_dir: Path, data, p_ensemble, spec, block: dict, what: str) -> Path:
+def write_command_report(
+    out_dir: Path, data, p_ensemble, spec, block: dict, what: str, groupings=()
+) -> Path:
     """The HTML report of ``ensemble tune`` (``block`` = the spec's ``validation``) or
-    ``ensemble evaluate`` (its summary), as ``what`` names; also used by ``genderscore demo``."""
+    ``ensemble evaluate`` (its summary), as ``what`` names; also used by ``genderscore demo``.
+    ``groupings``: the :class:`ensemble.groups.Grouping` of each column of ``block["groups"]``."""
     from ensemble.report import write_report
     from ensemble.summary import ci_rows, metric_rows
 
@@ -448,6 +606,11 @@ def write_command_report(out_dir: Path, data, p_ensemble, spec, block: dict, wha
             }
             for r in sel["results"]
         ]
+    if spec.content.get("max_gap"):
+        facts["gap ceiling (on validation)"] = _gap_text(spec.content).removeprefix(" with ")
+    if "groups" in block:
+        tables |= _group_tables(block["groups"], classes)
+    by = block.get("groups", {}).get("by", {})
     return write_report(
         out_dir,
         title=f"{what}: {spec.method} ensemble of {', '.join(m.name for m in spec.models)}",
@@ -457,4 +620,18 @@ def write_command_report(out_dir: Path, data, p_ensemble, spec, block: dict, wha
         class_names=classes,
         tables=tables,
         facts=facts,
+        groups={g.column: (g.labels, by[g.column]) for g in groupings if g.column in by},
     )
+
+
+def _group_tables(block: dict, classes) -> dict[str, list[dict]]:
+    from ensemble.summary import gap_rows, group_notes, group_rows
+
+    tables = {}
+    for column, by in block["by"].items():
+        tables[f"By {column}: each model at its threshold, 95% bootstrap intervals"] = group_rows(
+            by, classes
+        )
+        tables[f"Gaps by {column}: worst minus best group"] = gap_rows(by)
+        tables[f"Notes on {column}"] = [{"note": n} for n in group_notes(by)]
+    return tables

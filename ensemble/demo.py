@@ -30,6 +30,7 @@ from ensemble.demo_run import (
     run_demo,
 )
 from models.errors import RunStopped
+from models.framing import FACE_MODES
 
 # TensorFlow's C++ start-up chatter would drown the demo's own lines (set before TF loads).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -169,6 +170,13 @@ def _backbones(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     help="Bootstrap replicates for the confidence intervals.",
 )
 @click.option("--num-workers", type=int, help="Scorer actors (default: one per CPU).")
+@click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    default="off",
+    show_default=True,
+    help="Face framing to train and score with (align, require): needs --data of real photos.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also show every stage's own log lines.")
 def demo(
     out: Path,
@@ -183,6 +191,7 @@ def demo(
     seed: int,
     n_boot: int,
     num_workers: int | None,
+    faces: str,
     verbose: bool,
 ) -> None:
     """Run the whole pipeline on a small default: images -> train three backbones (from
@@ -202,6 +211,7 @@ def demo(
         n_boot=n_boot,
         num_workers=num_workers,
         ray_logs=verbose,
+        faces=faces,
     )
     from ensemble.demo_run import check_demo_config
 

@@ -32,13 +32,14 @@ from typing import Any, TypeVar
 
 from ensemble.demo_data import DemoData, sampled_data, synthetic_data
 from models.errors import UsageError
+from models.framing import parse_face_mode
 from models.registry import BACKBONE_NAMES
 
 log = logging.getLogger(__name__)
 
 #: Backbones trained by default: the three the teams use, smallest first.
 DEMO_BACKBONES = ("mobilenetv2", "efficientnetb0", "resnet50")
-#: Defaults measured to finish within 5 minutes on 2 CPU cores (README, demo section).
+#: Defaults measured to finish within 5 minutes on 2 CPU cores (docs/benchmarks.md, The demo).
 DEFAULT_IMAGES = 200
 DEFAULT_IMAGE_SIZE = 40
 DEFAULT_EPOCHS = 5
@@ -72,6 +73,8 @@ class DemoConfig:
     num_workers: int | None = None
     #: Forward Ray workers' logs to this process (off: the demo prints one line per step).
     ray_logs: bool = False
+    #: Face framing the models are trained (and so scored) with; needs ``data`` of photos.
+    faces: str = "off"
 
 
 @dataclass
@@ -135,6 +138,11 @@ def check_demo_config(cfg: DemoConfig) -> DemoConfig:
     from ensemble.thresholds import parse_objective
 
     parse_objective(cfg.objective)
+    if parse_face_mode(cfg.faces) != "off" and cfg.data is None:
+        raise UsageError(
+            f"--faces {cfg.faces}: the synthetic images hold no faces; give --data with a "
+            "labeled folder of real photos, or drop --faces"
+        )
     if cfg.data is not None and not Path(cfg.data).is_dir():
         raise UsageError(
             f"--data {cfg.data} is not a folder: give a folder with train/<class>/ and "
@@ -249,6 +257,7 @@ def _train_step(cfg: DemoConfig, data: DemoData, backbone: str, run_dir: Path):
             # the early learning the demo relies on.
             augment=False,
             patience=max(cfg.epochs, 1),
+            faces=cfg.faces,
             seed=cfg.seed,
             verbose=0,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 from models.plots import (
     plot_confusion_matrix,
     plot_det,
+    plot_group_rates,
     plot_reliability,
     plot_roc,
     plot_score_histograms,
@@ -36,11 +38,14 @@ def write_report(
     class_names: tuple[str, str],
     tables: Mapping[str, list[dict]],
     facts: Mapping[str, str],
+    groups: Mapping[str, tuple[np.ndarray, Mapping]] | None = None,
 ) -> Path:
     """Write ``index.html`` and its PNGs to ``out_dir``; return the HTML path.
 
     ``scores`` maps each model name (and ``ensemble``) to P(positive); ``tables`` maps a
-    heading to rows (dicts of column -> value); ``facts`` are key/value lines shown first.
+    heading to rows (dicts of column -> value); ``facts`` are key/value lines shown first;
+    ``groups`` maps a grouped column to every row's group and its block of
+    :func:`ensemble.groups.audit` (figures: rates with intervals, DET per group).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,9 +63,54 @@ def write_report(
     ]
     plot_confusion_matrix(cm, class_names, out / "confusion.png")
     plot_reliability(curves, out / "reliability.png")
+    figures = dict(FIGURES)
+    for column, (labels, by) in (groups or {}).items():
+        figures |= _group_figures(out, column, y, ens, np.asarray(labels), by)
     page = out / "index.html"
-    page.write_text(_html(title, tables, facts), encoding="utf-8")
+    page.write_text(_html(title, tables, facts, figures), encoding="utf-8")
     return page
+
+
+def _group_figures(
+    out: Path, column: str, y: np.ndarray, ens: np.ndarray, labels: np.ndarray, by: Mapping
+) -> dict[str, str]:
+    """The per-group figures of one column: FAR and FRR with intervals for every model,
+    and the ensemble's DET curve per group (groups with both classes)."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", column)
+    order = by["groups"]
+    series = {
+        name: {rate.upper(): [_triple(r[rate]) for r in table["groups"]] for rate in ("far", "frr")}
+        for name, table in by["tables"].items()
+    }
+    rates_png, det_png = f"groups_{slug}.png", f"det_{slug}.png"
+    ens_rows = {r["group"]: r for r in by["tables"]["ensemble"]["groups"]}
+    names = [g if ens_rows[g]["in_gaps"] else f"{g} *" for g in order]
+    plot_group_rates(names, series, out / rates_png, title=column)
+    curves, points = {}, {}
+    for g in order:
+        m = labels == g
+        if ens_rows[g]["one_class"] or not ens_rows[g]["in_gaps"]:
+            continue
+        curves[f"{g} (n={int(m.sum())})"] = (y[m], ens[m])
+        points[g] = (ens_rows[g]["far"]["estimate"], ens_rows[g]["frr"]["estimate"])
+    if curves:
+        plot_det(curves, out / det_png, points=points, title=f"DET by {column} (ensemble)")
+    figures = {
+        rates_png: f"FAR and FRR by {column}: each model at its threshold, 95% bootstrap "
+        "intervals within each group (ensemble in black; * under --min-group rows)",
+    }
+    if curves:
+        figures[det_png] = (
+            f"DET of the ensemble per {column} group (groups with both classes and at least "
+            "--min-group rows), each group's operating point marked"
+        )
+    return figures
+
+
+def _triple(ci: Mapping) -> tuple[float, float, float]:
+    return tuple(
+        float("nan") if ci[k] is None else float(ci[k]) for k in ("estimate", "low", "high")
+    )
 
 
 def _fmt(v) -> str:
@@ -78,7 +128,12 @@ def _table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _html(title: str, tables: Mapping[str, list[dict]], facts: Mapping[str, str]) -> str:
+def _html(
+    title: str,
+    tables: Mapping[str, list[dict]],
+    facts: Mapping[str, str],
+    figures: Mapping[str, str],
+) -> str:
     sections = "".join(
         f"<h2>{html.escape(heading)}</h2>{_table(rows)}" for heading, rows in tables.items()
     )
@@ -89,7 +144,7 @@ def _html(title: str, tables: Mapping[str, list[dict]], facts: Mapping[str, str]
     figures = "".join(
         f'<figure><img src="{name}" alt="{html.escape(caption)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for name, caption in FIGURES.items()
+        for name, caption in figures.items()
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>

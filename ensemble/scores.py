@@ -1,22 +1,27 @@
-"""Reading scoring's Parquet output (contract 2) into checked numpy arrays.
+"""Reading the scores file (docs/contracts.md) into checked numpy arrays.
 
 A scores file has ``row``, ``id``, ``path``, ``status``, one ``p_<model>`` column per model
 (P of that model's positive class, null on error rows), optionally ``true_label``, and the key
-``genderscore`` in its Parquet metadata describing the models.
+``genderscore`` in its Parquet metadata describing the models. A committed output (a folder,
+or an ``s3://``/``gs://`` prefix) is read by its ``_manifest.json`` (see
+:mod:`scoring.objectstore`): only the parts it lists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ensemble.groups import AuditOptions, Grouping, make_grouping
 from models.errors import DataError, UsageError
 
 META_KEY = b"genderscore"
@@ -51,26 +56,24 @@ class ScoresFile:
         return col if mask is None else col[mask]
 
 
-def read_scores(path: str | Path | Sequence[str | Path]) -> ScoresFile:
-    """Read a scores Parquet file, a folder of them or a list of files (one scoring run), and
-    check its columns and metadata."""
+def read_scores(path: str | Path | Sequence[str | Path], storage: Any = None) -> ScoresFile:
+    """Read a scores Parquet file, a folder of them, a list of files (one scoring run), or a
+    committed output on object storage (``s3://...``, with the
+    :class:`scoring.storage.StorageOptions` ``storage``), and check its columns and metadata."""
+    from scoring.storage import is_uri
+
+    filesystem = None
     if isinstance(path, list | tuple):
         files = [Path(f) for f in path]
         if not files:
             raise DataError("no scores files given")
         path = files[0].parent
+    elif is_uri(os.fspath(path)):
+        path, files, filesystem = _object_files(os.fspath(path), storage)
     elif Path(path).is_dir():
         path = Path(path)
         _refuse_nightly_root(path)
-        # hidden and '_'-prefixed entries are skipped, as pyarrow's dataset discovery does
-        # (scoring stages unfinished parts in a hidden folder)
-        files = sorted(
-            f
-            for f in path.rglob("*.parquet")
-            if not any(part.startswith((".", "_")) for part in f.relative_to(path).parts)
-        )
-        if not files:
-            raise DataError(f"{path} holds no .parquet files: give a scoring output")
+        files = _folder_files(path)
     elif Path(path).exists():
         path = Path(path)
         files = [path]
@@ -79,7 +82,7 @@ def read_scores(path: str | Path | Sequence[str | Path]) -> ScoresFile:
     tables, metas = [], []
     for f in files:
         try:
-            t = pq.read_table(f)
+            t = pq.read_table(f, filesystem=filesystem)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{f} is not a readable Parquet file: {exc}") from None
         tables.append(t)
@@ -113,15 +116,64 @@ def read_scores(path: str | Path | Sequence[str | Path]) -> ScoresFile:
     return ScoresFile(path=str(path), table=table, meta=metas[0], models=models)
 
 
-def _refuse_nightly_root(path: Path) -> None:
+def _folder_files(path: Path) -> list[Path] | list[str]:
+    """A committed output's listed parts; else every Parquet file, hidden and '_'-prefixed
+    entries skipped as pyarrow's dataset discovery does (unfinished parts are staged in a
+    hidden folder)."""
+    from scoring.objectstore import read_committed
+
+    committed = read_committed(path)
+    if committed is not None:
+        return committed.files
+    files = sorted(
+        f
+        for f in path.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in f.relative_to(path).parts)
+    )
+    if not files:
+        raise DataError(f"{path} holds no .parquet files: give a scoring output")
+    return files
+
+
+def _object_files(uri: str, storage: Any) -> tuple[str, list[str], Any]:
+    """``(uri, files, file system)`` of one Parquet object or a committed output's listed
+    parts; an uncommitted prefix is refused (its parts may be unfinished or duplicated)."""
+    from pyarrow import fs as pafs
+
+    from scoring.objectstore import read_committed
+    from scoring.storage import filesystem_for, unusable_store
+
+    try:
+        filesystem, inner = filesystem_for(uri, storage)
+        kind = filesystem.get_file_info(inner).type
+        if kind == pafs.FileType.File:
+            return uri, [inner], filesystem
+        if kind == pafs.FileType.NotFound:
+            raise DataError(f"scores {uri} does not exist")
+        committed = read_committed(uri, storage)
+        if committed is None:
+            _refuse_nightly_root(uri, storage)
+            raise DataError(
+                f"{uri} is not a committed scoring output (no _SUCCESS): give a committed run's "
+                "prefix (OUT/run_date=YYYY-MM-DD) or one Parquet object"
+            )
+    except OSError as exc:
+        raise DataError(unusable_store(uri, storage, "scores", exc)) from None
+    return uri, committed.files, filesystem
+
+
+def _refuse_nightly_root(path: Path | str, storage: Any = None) -> None:
     """A nightly ``scoring run --out`` holds one ``run_date=YYYY-MM-DD`` folder per run: its
     dates are separate runs (the same rows again, or with --incremental only the new ones),
     so they are never read as one set of scores."""
-    dates = sorted(p.name for p in path.glob("run_date=*") if (p / "_SUCCESS").is_file())
+    from scoring.nightly import committed_dates
+
+    dates = [str(folder) for _, folder in committed_dates(path, storage)]
     if dates:
+        names = ", ".join(d.rsplit("/", 1)[-1] for d in dates[-3:])
         raise DataError(
-            f"{path} holds nightly runs ({', '.join(dates[-3:])}{', ...' if len(dates) > 3 else ''}"
-            f"): give one date's folder, e.g. {path / dates[-1]}"
+            f"{path} holds nightly runs ({names}{', ...' if len(dates) > 3 else ''}"
+            f"): give one date's folder, e.g. {dates[-1]}"
         )
 
 
@@ -257,6 +309,33 @@ def labeled_scores(
         n_total=len(ok),
         n_dropped=len(ok) - n_ok,
         fingerprint=fingerprint(ids, labels, raw, classes),
+    )
+
+
+def kept_column(scores: ScoresFile, column: str) -> list:
+    """A manifest column kept in the scores (``scoring run --keep-columns``), at the rows
+    :func:`labeled_scores` uses (status ok), as Python values (None for nulls)."""
+    if column not in scores.table.column_names:
+        raise DataError(
+            f"{scores.path} has no column {column!r} to group by (its columns: "
+            f"{', '.join(scores.table.column_names)}); score with 'genderscore scoring run "
+            f"--keep-columns {column}' (or 'ensemble tune --manifest ... --group-by {column}')"
+        )
+    values = scores.table.column(column).to_pylist()
+    return [v for v, ok in zip(values, scores.ok_mask(), strict=True) if ok]
+
+
+def score_groupings(scores: ScoresFile, options: AuditOptions) -> tuple[Grouping, ...]:
+    """One :class:`~ensemble.groups.Grouping` per ``--group-by`` column, over the rows
+    :func:`labeled_scores` uses."""
+    return tuple(
+        make_grouping(
+            column,
+            kept_column(scores, column),
+            edges=options.bands.get(column),
+            min_group=options.min_group,
+        )
+        for column in options.group_by
     )
 
 

@@ -98,31 +98,40 @@ def objective_values(points: OperatingPoints, objective: Objective) -> np.ndarra
     return rates["macro_f1" if objective.name == "macro-f1" else "balanced_accuracy"]
 
 
-def choose_index(points: OperatingPoints, objective: Objective) -> int:
-    """Index of the best operating point. Ties: for far=x the lower FAR, for frr=x the lower
-    FRR (the dominating point); for scores to maximise, the higher threshold."""
-    if objective.name == "eer":
-        return eer_index(points)
+def choose_index(
+    points: OperatingPoints, objective: Objective, allowed: np.ndarray | None = None
+) -> int:
+    """Index of the best operating point, among the ``allowed`` ones if given (a mask over
+    the points; the caller makes sure one is). Ties: for far=x the lower FAR, for frr=x the
+    lower FRR (the dominating point); for scores to maximise, the higher threshold."""
     far, frr = points.far, points.frr
+    order = np.arange(len(far))
+    # lexsort's last key sorts first: disallowed points go last whatever their value
+    last = () if allowed is None else (~np.asarray(allowed, dtype=bool),)
+    if objective.name == "eer":
+        if allowed is None:
+            return eer_index(points)
+        return int(np.lexsort((order, far + frr, np.abs(far - frr), *last))[0])
     values = objective_values(points, objective)
-    order = np.arange(len(values))
     if objective.name == "far":
-        return int(np.lexsort((order, far, values))[0])
+        return int(np.lexsort((order, far, values, *last))[0])
     if objective.name == "frr":
-        return int(np.lexsort((order, frr, values))[0])
-    return int(np.lexsort((order, -values))[0])
+        return int(np.lexsort((order, frr, values, *last))[0])
+    return int(np.lexsort((order, -values, *last))[0])
 
 
 def select_threshold(
     y_true: np.ndarray, scores: np.ndarray, objective: Objective
 ) -> ThresholdChoice:
-    """The threshold that best meets ``objective`` on labels ``y_true`` (1 = positive).
-
-    "Accept nothing" (+inf) is returned as the next float above the highest score, so the
-    threshold is always a finite number that can be written to JSON.
-    """
+    """The threshold that best meets ``objective`` on labels ``y_true`` (1 = positive)."""
     points = operating_points(y_true, scores)
-    i = choose_index(points, objective)
+    return choice_at(points, objective, choose_index(points, objective))
+
+
+def choice_at(points: OperatingPoints, objective: Objective, i: int) -> ThresholdChoice:
+    """Operating point ``i`` as a choice. "Accept nothing" (+inf) is returned as the next
+    float above the highest score, so the threshold is always a finite number that can be
+    written to JSON."""
     value = objective_values(points, objective)[i]
     thr = points.thresholds[i]
     if not np.isfinite(thr):

@@ -11,7 +11,8 @@ import numpy as np
 
 from ensemble.bootstrap import bootstrap_ci
 from ensemble.fitting import FittedEnsemble, fit_ensemble, n_folds
-from ensemble.scores import LabeledScores, ScoresFile, labeled_scores
+from ensemble.groups import AuditOptions, Grouping, audit, select_threshold_within_gap
+from ensemble.scores import LabeledScores, ScoresFile, labeled_scores, score_groupings
 from ensemble.thresholds import Objective, select_threshold
 from models.metrics import binary_metrics, equal_error_rate
 from scoring.ensemble_file import EnsembleSpec
@@ -23,6 +24,7 @@ class TuneResult:
     data: LabeledScores
     p_ensemble: np.ndarray
     fitted: FittedEnsemble
+    groupings: tuple[Grouping, ...] = ()
 
 
 def model_summary(
@@ -52,10 +54,15 @@ def tune(
     cv: int = 5,
     seed: int = 0,
     n_boot: int = 2000,
+    groups: AuditOptions | None = None,
 ) -> TuneResult:
     """Fit, choose the threshold on the ensemble's own float32 output (what apply will
-    compare), and build the validated :class:`EnsembleSpec`."""
+    compare), and build the validated :class:`EnsembleSpec`.
+
+    With ``groups``: the per-group rates on validation (``validation.groups``) and, with its
+    ``max_gap``, the best threshold whose FAR (or FRR) gap between groups is within it."""
     data = labeled_scores(scores, positive)
+    groupings = score_groupings(scores, groups) if groups is not None else ()
     fitted = fit_ensemble(
         data.X,
         data.y,
@@ -89,7 +96,13 @@ def tune(
     # The apply-time code scores the validation rows; the threshold is chosen on exactly those
     # float32 numbers so apply reproduces the validation decisions.
     p = EnsembleSpec.build(content).combine(data.raw)
-    choice = select_threshold(data.y, p, objective)
+    gap_choice = None
+    if groups is not None and groups.max_gap is not None:
+        gap_choice = select_threshold_within_gap(data.y, p, objective, groupings, groups.max_gap)
+        choice = gap_choice.choice
+        content["max_gap"] = _ceiling_json(groups)
+    else:
+        choice = select_threshold(data.y, p, objective)
     classes = data.ordered_classes
     ens = model_summary(data.y, p, objective, classes)
     metrics = binary_metrics(data.y, p, choice.threshold, classes)
@@ -117,6 +130,12 @@ def tune(
             "seed": seed,
         },
     }
+    if gap_choice is not None:
+        content["validation"]["gap_constraint"] = gap_choice.to_json()
+    if groupings:
+        content["validation"]["groups"] = _group_audit(
+            data, p, choice.threshold, content["validation"]["models"], groupings, n_boot, seed
+        )
     content["selection"] = {
         "requested": method,
         "chosen": fitted.chosen.method,
@@ -132,7 +151,37 @@ def tune(
     content["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     content["tuned_with"] = {"genderscore": _version(), "scores": scores.path}
     spec = EnsembleSpec.build(content)
-    return TuneResult(spec=spec, data=data, p_ensemble=p, fitted=fitted)
+    return TuneResult(spec=spec, data=data, p_ensemble=p, fitted=fitted, groupings=groupings)
+
+
+def _ceiling_json(groups: AuditOptions) -> dict:
+    """The gap ceiling as ensemble.json records it: enough to check it again on new data."""
+    assert groups.max_gap is not None
+    return {
+        "rate": groups.max_gap.rate,
+        "limit": groups.max_gap.limit,
+        "group_by": list(groups.group_by),
+        "bands": {c: list(e) for c, e in groups.bands.items()},
+        "min_group": groups.min_group,
+    }
+
+
+def _group_audit(
+    data: LabeledScores,
+    p: np.ndarray,
+    threshold: float,
+    members: dict,
+    groupings: tuple[Grouping, ...],
+    n_boot: int,
+    seed: int,
+) -> dict:
+    """Per-group rates on validation: the ensemble at ``threshold``, each member at its own."""
+    by_score = {"ensemble": (p, threshold)}
+    by_score |= {
+        m["name"]: (data.X[:, j], members[m["name"]]["threshold"])
+        for j, m in enumerate(data.models)
+    }
+    return audit(data.y, by_score, groupings, n_boot=n_boot, seed=seed)
 
 
 def _version() -> str:

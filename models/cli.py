@@ -11,6 +11,7 @@ import os
 import click
 
 from models.data import BAD_IMAGE_POLICIES
+from models.framing import FACE_MODES
 from models.preprocessing import PREPROCESSING
 from models.registry import BACKBONE_NAMES, HEADS
 
@@ -216,6 +217,15 @@ def cli() -> None:
     show_default=True,
     help="Unreadable images: fail naming them, or skip them (listed in run.json).",
 )
+@click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    default="off",
+    show_default=True,
+    help="Face framing: off (the whole image), align (find the main face and align it like a"
+    " UTKFace crop; the whole image when none is found), require (no face: the image is"
+    " unreadable, see --bad-images). Recorded in run.json: later stages frame alike.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
     "--workers",
@@ -275,6 +285,13 @@ def _model_options(f):  # type: ignore[no-untyped-def]
         type=click.Choice(PREPROCESSING),
         default=None,
         help=_PREPROCESS_HELP,
+    )(f)
+    f = click.option(
+        "--faces",
+        type=click.Choice(FACE_MODES),
+        default=None,
+        help="Face framing (off, align, require). Default: what run.json records (off without"
+        " it); align frames a model trained on crops to photos.",
     )(f)
     f = click.option(
         "--batch-size", type=int, default=32, show_default=True, help="Images per batch."
@@ -364,7 +381,8 @@ def evaluate(
     "--show",
     default=None,
     type=click.Path(dir_okay=False, path_type=str),
-    help="Also draw the images with their predictions into this PNG.",
+    help="Also draw the images with their predictions into this PNG (with face framing: the"
+    " face box on each photo and the aligned crop the model saw).",
 )
 @click.option(
     "--format",

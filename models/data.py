@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import DataError, UsageError
+from models.framing import Framing
 from models.imageio import ImageError, Size, as_hw, load_image
 
 log = logging.getLogger(__name__)
@@ -327,12 +328,15 @@ def decode_samples(
     workers: int | None = None,
     what: str = "data",
     require_some: bool = True,
+    framing: Framing | None = None,
 ) -> DecodedImages:
     """Decode every sample through :func:`models.imageio.load_image` on a thread pool.
 
     ``bad_images="fail"`` raises :class:`DataError` naming the unreadable files;
     ``"skip"`` leaves them out, lists them in ``.bad`` and logs a warning. With
     ``require_some`` a result without any readable image is a :class:`DataError`.
+    ``framing`` (default: the whole image) cuts each image as the model sees it; under
+    ``require`` an image without a face is unreadable (``no_face``).
     """
     if bad_images not in BAD_IMAGE_POLICIES:
         raise UsageError(
@@ -343,7 +347,7 @@ def decode_samples(
 
     def one(path: str) -> np.ndarray | BadImage:
         try:
-            return load_image(path, (h, w))
+            return load_image(path, (h, w), framing)
         except ImageError as exc:
             return BadImage(path, str(exc.code), exc.message)
 

@@ -1,6 +1,6 @@
 """Errors every stage raises, and the exit codes the command line maps them to.
 
-Exit codes (stable, documented in the README):
+Exit codes (stable, documented in the README's Exit codes):
     0  success
     1  the run failed (an error while doing the work)
     2  a bad argument, config file or input given by the user

@@ -62,6 +62,7 @@ def evaluate(
     bad_images: str = "fail",
     copy_misclassified: bool = False,
     workers: int | None = None,
+    faces: str | None = None,
 ) -> EvaluationResult:
     """Score every labeled image in ``data`` (folder or CSV, see :mod:`models.data`) and
     compute accuracy, per-class precision/recall/F1/accuracy, macro and weighted averages and
@@ -80,6 +81,7 @@ def evaluate(
         positive=positive,
         image_size=image_size,
         data_class_names=sorted({s.label for s in samples}),
+        faces=faces,
     )
     unknown = sorted({s.label for s in samples} - set(info.class_names))
     if unknown:
@@ -94,6 +96,7 @@ def evaluate(
         bad_images=bad_images,
         workers=workers,
         what=f"evaluation data {where}",
+        framing=info.framing,
     )
     scores = positive_scores(keras_model, decoded, info, batch_size)
     negative, pos = info.target_names
@@ -105,6 +108,7 @@ def evaluate(
             "data": where,
             "preprocessing": info.preprocessing,
             "image_size": list(info.image_size),
+            "framing": info.framing.to_dict(),
             "positive_class": info.positive_class,
             "model_info_source": info.source,
             "skipped_images": [

@@ -17,6 +17,7 @@ import numpy as np
 
 from models.data import DecodedImages, check_positive
 from models.errors import DataError, UsageError
+from models.framing import Framing, parse_face_mode
 from models.internal.validation import parse_class_names, parse_image_size
 from models.preprocessing import PREPROCESSING, get_preprocessing
 from models.runinfo import read_run_info
@@ -36,6 +37,8 @@ class ModelInfo:
     preprocessing: str
     image_size: tuple[int, int]
     source: str
+    #: How images are cut before the model sees them (run.json's, or ``--faces``).
+    framing: Framing = Framing()
 
     @property
     def negative_class(self) -> str:
@@ -56,14 +59,19 @@ def resolve_model_info(
     positive: str | None = None,
     image_size: int | str | tuple[int, int] | None = None,
     data_class_names: Sequence[str] | None = None,
+    faces: str | None = None,
 ) -> ModelInfo:
     """Combine ``run.json`` (when it describes ``model_path``) with explicit options, which
     win. Without ``run.json`` the preprocessing must be given; class names default to the
-    data's two sorted classes (the Keras directory-loader convention: output = P(second))."""
+    data's two sorted classes (the Keras directory-loader convention: output = P(second)).
+    ``faces`` overrides the framing run.json records (``off`` without run.json)."""
     from models.build import model_input_size
 
     run = read_run_info(model_path) if model_path is not None else None
     names = parse_class_names(class_names)
+    framing = run.framing if run is not None else Framing()
+    if faces is not None:
+        framing = framing.with_mode(parse_face_mode(faces))
     if preprocessing is not None and preprocessing not in PREPROCESSING:
         get_preprocessing(preprocessing)  # raises with the list of choices
     if run is not None:
@@ -119,6 +127,7 @@ def resolve_model_info(
         preprocessing=prep,
         image_size=size,
         source=source,
+        framing=framing,
     )
 
 

@@ -93,6 +93,33 @@ def plot_predictions(
     return _save(fig, path)
 
 
+def plot_framed_predictions(
+    photos: Sequence[tuple[np.ndarray, Sequence[float] | None] | None],
+    crops: Sequence[np.ndarray | None],
+    titles: Sequence[str],
+    path: Path,
+) -> Path:
+    """One row per image: the photo with the face box found, and the crop the model saw."""
+    from matplotlib.patches import Rectangle
+
+    n = max(len(titles), 1)
+    fig, axes = plt.subplots(n, 2, figsize=(5.2, 2.7 * n), squeeze=False)
+    for (ax_photo, ax_crop), photo, crop, title in zip(axes, photos, crops, titles, strict=False):
+        ax_photo.axis("off")
+        ax_crop.axis("off")
+        if photo is not None:
+            pixels, box = photo
+            ax_photo.imshow(pixels)
+            if box is not None:
+                x, y, w, h = box
+                ax_photo.add_patch(Rectangle((x, y), w, h, fill=False, color="lime", lw=1.5))
+            ax_photo.set_title("face found" if box is not None else "no face", fontsize="small")
+        if crop is not None:
+            ax_crop.imshow(crop)
+        ax_crop.set_title(title, fontsize="small")
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +133,7 @@ def plot_det(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     path: Path,
     points: Mapping[str, tuple[float, float]] | None = None,
+    title: str = "DET",
 ) -> Path:
     """DET curves: FRR against FAR on normal-deviate axes, one per name -> (labels, scores);
     ``points`` marks operating points name -> (far, frr)."""
@@ -139,7 +167,7 @@ def plot_det(
     ax.set_ylim(norm.ppf(lo), norm.ppf(0.99))
     ax.set_xlabel("FAR (negatives accepted)")
     ax.set_ylabel("FRR (positives rejected)")
-    ax.set_title("DET")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize="small")
     return _save(fig, path)
@@ -190,4 +218,44 @@ def plot_reliability(
     ax.set_ylabel("observed share of positives")
     ax.set_title("Reliability")
     ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_group_rates(
+    groups: Sequence[str],
+    series: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]],
+    path: Path,
+    title: str = "",
+) -> Path:
+    """One panel per rate (e.g. FAR, FRR): per group, each series' estimate with its interval
+    as an error bar; ``series`` maps a name to rate -> one (estimate, low, high) per group
+    (NaN where undefined). The first series is drawn in black, the others beside it."""
+    rates = list(next(iter(series.values())))
+    fig, axes = plt.subplots(
+        1, len(rates), figsize=(max(4.2, 0.9 * len(groups) + 2.4) * len(rates) / 1.4, 3.8)
+    )
+    axes = np.atleast_1d(axes)
+    x = np.arange(len(groups))
+    width = 0.7 / max(len(series), 1)
+    for ax, rate in zip(axes, rates, strict=True):
+        for k, (name, by_rate) in enumerate(series.items()):
+            est, low, high = np.asarray(by_rate[rate], dtype=np.float64).reshape(-1, 3).T
+            err = np.vstack([est - low, high - est]).clip(min=0)
+            ax.errorbar(
+                x + (k - (len(series) - 1) / 2) * width,
+                est,
+                yerr=np.nan_to_num(err),
+                fmt="o" if k == 0 else ".",
+                color="black" if k == 0 else None,
+                capsize=3,
+                ms=6 if k == 0 else 4,
+                label=name,
+            )
+        turn = len(groups) > 4
+        ax.set_xticks(x, groups, rotation=30 if turn else 0, ha="right" if turn else "center")
+        ax.set_ylabel(rate)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{rate} by group" + (f" ({title})" if title else ""), fontsize="medium")
+    axes[0].legend(fontsize="small")
     return _save(fig, path)

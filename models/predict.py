@@ -13,6 +13,7 @@ from typing import Any
 
 from models.data import IMAGE_EXTENSIONS, Sample, decode_samples
 from models.errors import UsageError
+from models.framing import Framing
 from models.inference import ModelInfo, load_for_inference, positive_scores, resolve_model_info
 from models.internal.validation import check_positive_int
 
@@ -62,8 +63,11 @@ def predict(
     threshold: float = 0.5,
     batch_size: int = 32,
     show: str | os.PathLike[str] | None = None,
+    faces: str | None = None,
 ) -> tuple[list[Prediction], ModelInfo]:
-    """Label and confidence per image (input order); ``show`` draws them into a PNG."""
+    """Label and confidence per image (input order); ``show`` draws them into a PNG (with the
+    face box on the photo and the crop the model saw, when framing finds faces). ``faces``
+    overrides the model's own framing."""
     check_positive_int(batch_size, "--batch-size")
     if not 0.0 <= float(threshold) <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1], got {threshold}")
@@ -76,6 +80,7 @@ def predict(
         class_names=class_names,
         positive=positive,
         image_size=image_size,
+        faces=faces,
     )
     samples = [Sample(p, info.positive_class) for p in paths]
     decoded = decode_samples(
@@ -85,6 +90,7 @@ def predict(
         bad_images="skip",
         require_some=False,
         what="the images given",
+        framing=info.framing,
     )
     bad = {b.path: b for b in decoded.bad}
     scores: dict[str, float] = {}
@@ -108,5 +114,29 @@ def predict(
         titles = [
             f"{r.label} {r.confidence:.2f}" if r.label else f"error: {r.error_code}" for r in rows
         ]
-        plot_predictions([pixels.get(r.path) for r in rows], titles, Path(show))
+        if info.framing.aligned:
+            from models.plots import plot_framed_predictions
+
+            photos = [_framed_photo(r.path, info) for r in rows]
+            plot_framed_predictions(photos, [pixels.get(r.path) for r in rows], titles, Path(show))
+        else:
+            plot_predictions([pixels.get(r.path) for r in rows], titles, Path(show))
     return rows, info
+
+
+def _framed_photo(path: str, info: ModelInfo) -> tuple[Any, Any] | None:
+    """The upright photo (at most 512 px a side) and its face box in those pixels, for
+    ``--show``; None when the file cannot be read."""
+    from models.imageio import ImageError, decode_framed, read_image_bytes
+
+    try:
+        data = read_image_bytes(path)
+        found = decode_framed(data, [(info.image_size, info.framing.with_mode("align"))])
+        width, height = found.full_size
+        k = min(1.0, 512 / max(width, height))
+        shown = (max(1, round(height * k)), max(1, round(width * k)))
+        photo = decode_framed(data, [(shown, Framing())]).arrays[0]
+    except ImageError:
+        return None
+    box = None if found.box is None else tuple(v * shown[1] / width for v in found.box)
+    return photo, box

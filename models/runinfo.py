@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import DataError
+from models.framing import Framing
 from models.preprocessing import PREPROCESSING
 
 RUN_INFO_FILENAME = "run.json"
@@ -35,6 +36,8 @@ class RunInfo:
     model_file: str = MODEL_FILENAME
     model_sha256: str | None = None
     seed: int | None = None
+    #: How images were framed in training (``off`` for runs from before framing existed).
+    framing: Framing = field(default_factory=Framing)
     path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -95,6 +98,7 @@ class RunInfo:
             model_file=data.get("model_file", MODEL_FILENAME),
             model_sha256=data.get("model_sha256"),
             seed=data.get("seed"),
+            framing=Framing.from_dict(data.get("framing"), f"{where}: framing"),
             path=path,
             raw=dict(data),
         )

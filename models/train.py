@@ -28,6 +28,7 @@ from models.data import (
     make_dataset,
 )
 from models.errors import DataError, UsageError
+from models.framing import Framing, parse_face_mode
 from models.internal.validation import (
     check_choice,
     check_fraction,
@@ -88,6 +89,8 @@ class TrainConfig:
     monitor: str = "val_auc"
     time_budget_s: float | None = None
     bad_images: str = "fail"
+    #: Face framing (off, align, require): recorded in run.json, so later stages frame alike.
+    faces: str = "off"
     seed: int = 0
     workers: int | None = None
     overwrite: bool = False
@@ -134,6 +137,7 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     check_fraction(cfg.val_split, "--val-split")
     check_choice(cfg.monitor, "--monitor", MONITORS)
     check_choice(cfg.bad_images, "--bad-images", BAD_IMAGE_POLICIES)
+    parse_face_mode(cfg.faces)
     if cfg.preprocessing is not None:
         check_choice(cfg.preprocessing, "--preprocess", PREPROCESSING)
     if cfg.head is not None:
@@ -160,6 +164,7 @@ def train(config: TrainConfig) -> TrainResult:
     size = cfg.image_size or (bb.default_size, bb.default_size)
     preprocessing = cfg.preprocessing or bb.preprocessing
     pretrained = weights is not None
+    framing = Framing(parse_face_mode(cfg.faces))
 
     data = discover_data(cfg.data, val_split=cfg.val_split, positive=cfg.positive, seed=cfg.seed)
     t0 = time.perf_counter()
@@ -170,6 +175,7 @@ def train(config: TrainConfig) -> TrainResult:
         bad_images=cfg.bad_images,
         workers=cfg.workers,
         what="training data",
+        framing=framing,
     )
     val_imgs = decode_samples(
         data.val,
@@ -178,6 +184,7 @@ def train(config: TrainConfig) -> TrainResult:
         bad_images=cfg.bad_images,
         workers=cfg.workers,
         what="validation data",
+        framing=framing,
     )
     _check_both_classes(train_imgs, data.class_names, data.positive_class)
     log.info(
@@ -335,6 +342,7 @@ def train(config: TrainConfig) -> TrainResult:
         "preprocessing": preprocessing,
         "preprocessing_spec": _spec_dict(preprocessing),
         "image_size": list(size),
+        "framing": framing.to_dict(),
         "input": "float32 (batch, height, width, 3) RGB 0..255 after preprocessing",
         "weights": cfg.weights if weights in (None, "imagenet") else str(weights),
         "head": _head_dict(model),

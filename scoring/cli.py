@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import click
 from click.core import ParameterSource
 
 from models.errors import GenderscoreError, RunStopped, UsageError
+from models.framing import FACE_MODES
 from scoring.options import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT
+from scoring.storage import DEFAULT_READ_CONCURRENCY, DEFAULT_READ_TIMEOUT
 
 log = logging.getLogger("scoring")
 
@@ -20,6 +23,19 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
 
         ctx.default_map = {**(ctx.default_map or {}), **read_config(value, ctx.command)}
     return value
+
+
+def storage_option_flag(what: str) -> Callable[[Callable], Callable]:
+    """``--storage-option KEY=VALUE`` (repeated), for the commands that read or write URIs."""
+    return click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=f"An option of pyarrow's S3 or GCS file system for s3:// and gs:// URIs ({what}), "
+        "e.g. endpoint_override=http://127.0.0.1:9000 or region=eu-west-1; repeat for more. "
+        "Credentials come from the AWS/GCP environment. See docs/object-storage.md.",
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +58,7 @@ def cli() -> None:
     required=True,
     help="CSV or Parquet manifest with one image per row (local path or s3://, gs://, file:// URI).",
 )
+@storage_option_flag("manifest, images, --out")
 @click.option(
     "--models",
     multiple=True,
@@ -55,8 +72,9 @@ def cli() -> None:
 @click.option(
     "--out",
     required=True,
-    help="Output root: each run goes to OUT/run_date=YYYY-MM-DD/ (part-*.parquet, _summary.json, "
-    "_SUCCESS), which appears complete or not at all.",
+    help="Output root (a folder or an s3://, gs:// prefix): each run goes to "
+    "OUT/run_date=YYYY-MM-DD/ (part-*.parquet, _manifest.json, _summary.json, _SUCCESS), "
+    "which appears complete or not at all.",
 )
 @click.option(
     "--run-date",
@@ -149,6 +167,29 @@ def cli() -> None:
     "this long, e.g. after a lost Ray node; 0: wait forever.",
 )
 @click.option(
+    "--read-timeout",
+    type=float,
+    default=DEFAULT_READ_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="An object-store image not read within this long becomes a 'timeout' error row.",
+)
+@click.option(
+    "--read-concurrency",
+    type=int,
+    default=DEFAULT_READ_CONCURRENCY,
+    show_default=True,
+    help="Object-store images each decode task fetches at once.",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    default=None,
+    help="Face framing for every model: off (whole images), align (the main face aligned; "
+    "the whole image when none is found), require (no face: a no_face error row). Default: "
+    "each model's own, as it was trained.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Score the date again even if it is already committed (replaced in one step).",
@@ -180,6 +221,10 @@ def run(
     root: str | None,
     rows_per_file: int | None,
     stall_timeout: float,
+    storage_options: tuple[str, ...],
+    read_timeout: float,
+    read_concurrency: int,
+    faces: str | None,
     force: bool,
     progress: bool,
     more_models: tuple[str, ...],
@@ -219,6 +264,10 @@ def run(
         "keep_columns": keep_columns,
         "root": root,
         "stall_timeout": stall_timeout,
+        "storage_options": storage_options,
+        "read_timeout": read_timeout,
+        "read_concurrency": read_concurrency,
+        "faces": faces,
         "force": force,
         # progress bars are not log lines: none with JSON logs
         "progress": progress and log_format == "text",

@@ -23,6 +23,8 @@ from models.errors import UsageError
 PATH_KEYS = frozenset({"manifest", "models", "ensemble", "out", "root"})
 #: Options that make no sense inside the file itself.
 NOT_IN_FILE = frozenset({"config", "help"})
+#: Repeated ``KEY=VALUE`` options that the file may also give as a table.
+TABLE_KEYS = frozenset({"storage_options"})
 
 
 def config_keys(command: click.Command) -> dict[str, click.Option]:
@@ -80,6 +82,10 @@ def _checked(key: str, value: Any, option: click.Option, file: Path) -> Any:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
+    if option.multiple and key in TABLE_KEYS and isinstance(value, dict):
+        if not all(isinstance(v, str | bool | int | float) for v in value.values()):
+            raise bad("a table of KEY = VALUE (strings, numbers, booleans)")
+        return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
     if option.multiple:
         items = value if isinstance(value, list) else [value]
         if not items or not all(isinstance(v, str) and v.strip() for v in items):

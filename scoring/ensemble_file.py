@@ -1,4 +1,5 @@
-"""ensemble.json and the apply-time math of an ensemble (contract 3).
+"""ensemble.json and the apply-time math of an ensemble (docs/contracts.md, "the ensemble
+file").
 
 Scoring is the first stage that applies an ensemble, so the file format and the pure combining
 functions live here; ``ensemble/`` fits their parameters and calls the same functions, so there

@@ -1,11 +1,13 @@
 """Incremental runs: manifest rows whose id another committed output already scored ok with
 the same models are left out, and the summary says which output holds them.
 
-An output counts when it is committed (``_SUCCESS``), took its ids from the same manifest
-column, and was scored with the same ensemble version (``--ensemble``) or, without an
-ensemble, the same models (names and SHA-256, in order). Only ``ok`` rows count as done: an
-id that was an error row before is scored again (the file may be readable now). When several
-outputs hold an id, the last in the given order is named as its source.
+An output (a folder or an object-store prefix, read by the protocol of
+:func:`scoring.objectstore.read_committed`: its listed parts only) counts when it is committed
+(``_SUCCESS``), took its ids from the same manifest column, and was scored with the same
+ensemble version (``--ensemble``) or, without an ensemble, the same models (names and SHA-256,
+in order). Only ``ok`` rows count as done: an id that was an error row before is scored again
+(the file may be readable now). When several outputs hold an id, the last in the given order is
+named as its source.
 
 The nightly layer (:mod:`scoring.nightly`) passes every other committed date, earlier and
 later ones alike: an id is scored ok once, by the first run that commits it, whatever the
@@ -17,7 +19,6 @@ while other dates left ids out because it held them (:func:`check_replace`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.errors import DataError, UsageError
-from scoring.layout import SUCCESS, SUMMARY
+from scoring.objectstore import read_committed
+from scoring.storage import StorageOptions
 
 #: As the staged manifest parts are written (a row group is a unit Ray may read on its own).
 ROWS_PER_GROUP = 1_024
@@ -90,30 +92,33 @@ def load_prior(
     id_column: str,
     models: list[tuple[str, str]],
     ensemble_version: str | None,
+    storage: StorageOptions | None = None,
 ) -> PriorScores:
     """Read the ok ids of the matching committed ``outputs`` (oldest first)."""
     sources: list[PriorSource] = []
     tables: list[pa.Table] = []
     dependents: dict[str, list[str]] = {}
     for out in outputs:
-        folder = Path(out)
-        if not (folder / SUCCESS).is_file():
-            continue
         try:
-            summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(
-                f"{folder / SUMMARY} is unreadable ({exc}): cannot tell what it scored"
-            ) from None
+            committed = read_committed(out, storage)
+        except (OSError, DataError) as exc:
+            raise DataError(f"{out}: {exc}: cannot tell what it scored") from None
+        if committed is None:
+            continue
+        summary = committed.summary
         for src in (summary.get("incremental") or {}).get("sources") or []:
             if src.get("rows"):
-                dependents.setdefault(str(src.get("output")), []).append(str(folder))
+                dependents.setdefault(str(src.get("output")), []).append(committed.location)
         if not matches(
             summary, id_column=id_column, models=models, ensemble_version=ensemble_version
         ):
             continue
-        files = sorted(folder.glob("part-*.parquet"))
-        t = pq.read_table(files, columns=["id", "status"]) if files else None
+        files = committed.files
+        t = (
+            pq.read_table(files, columns=["id", "status"], filesystem=committed.filesystem)
+            if files
+            else None
+        )
         ids = (
             t.filter(pc.equal(t.column("status"), "ok")).column("id").combine_chunks()
             if t is not None
@@ -121,7 +126,7 @@ def load_prior(
         )
         ids = ids.drop_null().cast(pa.string())
         index = len(sources)
-        sources.append(PriorSource(str(folder), str(summary.get("run_id")), len(ids)))
+        sources.append(PriorSource(committed.location, str(summary.get("run_id")), len(ids)))
         tables.append(pa.table({"id": ids, "src": pa.array(np.full(len(ids), index, np.int32))}))
     if not tables:
         return PriorScores([], pa.array([], pa.string()), np.zeros(0, np.int32), dependents)

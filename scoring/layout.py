@@ -4,6 +4,7 @@ For ``--out OUT`` (``OUT`` may be ``ROOT/run_date=YYYY-MM-DD`` in the nightly la
 
     OUT/                          the committed output (appears by one rename)
         part-*.parquet            every manifest row exactly once
+        _manifest.json            the parts and their rows (as object-store outputs have it)
         _summary.json
         _SUCCESS
     .OUT.staging/                 beside OUT; hidden ('.'-prefixed names are skipped by
@@ -16,6 +17,7 @@ For ``--out OUT`` (``OUT`` may be ``ROOT/run_date=YYYY-MM-DD`` in the nightly la
 A run that dies leaves ``.OUT.staging``. The next run of the same job (same manifest bytes,
 options that change rows, model files and ensemble: :attr:`RunState.job_key`) keeps the parts
 already written and scores only the rows missing from them; a different job starts over.
+An object-store ``--out`` has no rename: :mod:`scoring.objectstore` commits it otherwise.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from models.errors import GenderscoreError, UsageError
 
 SUCCESS = "_SUCCESS"
 SUMMARY = "_summary.json"
+#: The committed parts, for readers of any output (the one way to read an object-store one).
+MANIFEST = "_manifest.json"
+MANIFEST_FORMAT = "genderscore-output/1"
 STATE_VERSION = 1
 
 
@@ -71,10 +76,16 @@ class PartsCheck:
     files: list[str]
     rows: int
     duplicates_removed: int
+    #: rows in each of ``files``
+    file_rows: list[int] = field(default_factory=list)
 
 
 class RunLayout:
     """The folders of one output (see the module docstring)."""
+
+    #: Parts are local files (an object-store layout names its pyarrow file system here).
+    filesystem = None
+    part_prefix = "part"
 
     def __init__(self, out: str | os.PathLike[str]):
         text = os.fspath(out)
@@ -109,6 +120,10 @@ class RunLayout:
 
     def committed_files(self) -> list[str]:
         return sorted(str(p) for p in self.final.glob("part-*.parquet"))
+
+    def same_as(self, location: str | os.PathLike[str]) -> bool:
+        text = os.fspath(location)
+        return "://" not in text and Path(text).expanduser().absolute() == self.final
 
     def check_out_free(self) -> None:
         """UsageError when OUT holds something that is not a genderscore output."""
@@ -172,6 +187,14 @@ class RunLayout:
     def part_files(self) -> list[Path]:
         return sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
 
+    def todo_source(self) -> tuple[str, Any]:
+        """Where the workers read the staged rows: ``(path, file system or None)``."""
+        return str(self.todo), None
+
+    def parts_target(self) -> tuple[str, Any]:
+        """Where the workers write the parts: ``(path, file system or None)``."""
+        return str(self.parts), None
+
     def done_rows(self) -> np.ndarray:
         """Sorted unique rows already in readable parts. A part a crash left half-written
         (no footer) is deleted, so its rows are scored again."""
@@ -185,9 +208,16 @@ class RunLayout:
             return np.zeros(0, dtype=np.int64)
         return np.unique(np.concatenate(rows).astype(np.int64))
 
-    def commit(self, summary: dict[str, Any], *, replace: bool = False) -> None:
-        """Write ``_summary.json`` and ``_SUCCESS`` into the parts, then rename them to OUT."""
+    def commit(
+        self, summary: dict[str, Any], *, replace: bool = False, parts: PartsCheck | None = None
+    ) -> None:
+        """Write ``_summary.json``, ``_manifest.json`` (``parts``: the checked parts; default:
+        every part) and ``_SUCCESS`` into the parts, then rename them to OUT."""
         text = json.dumps(summary, indent=2, default=str) + "\n"
+        files = parts.files if parts is not None else [str(f) for f in self.part_files()]
+        rows = parts.file_rows if parts is not None else listed_rows(files)
+        listing = commit_listing(summary.get("run_id"), files, rows)
+        _write_synced(self.parts / MANIFEST, json.dumps(listing, indent=2) + "\n")
         _write_synced(self.parts / SUMMARY, text)
         _write_synced(self.parts / SUCCESS, "")
         old = None
@@ -204,20 +234,44 @@ class RunLayout:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def commit_listing(run_id: Any, files: list[str], rows: list[int]) -> dict[str, Any]:
+    """The content of ``_manifest.json``: the committed parts (names relative to OUT)."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "run_id": run_id,
+        "rows": int(sum(rows)),
+        "files": [
+            {"name": os.path.basename(str(f)), "rows": int(n)}
+            for f, n in zip(files, rows, strict=True)
+        ],
+    }
+
+
+def listed_rows(files: list[str], filesystem: Any = None) -> list[int]:
+    """Rows in each Parquet file, from its footer."""
+    return [pq.read_metadata(f, filesystem=filesystem).num_rows for f in files]
+
+
 def verify_parts(
-    parts: list[Path], n_rows: int, *, skipped: np.ndarray | None = None
+    parts: list[Path] | list[str],
+    n_rows: int,
+    *,
+    skipped: np.ndarray | None = None,
+    filesystem: Any = None,
 ) -> PartsCheck:
     """Check that rows ``0..n_rows-1`` (but ``skipped``: left out by an incremental run)
-    appear exactly once across ``parts``; rows written twice (a retried write) are removed
-    from the later file. Reads only the ``row`` column."""
+    appear exactly once across ``parts`` (local files, or paths in the pyarrow
+    ``filesystem``); rows written twice (a retried write) are removed from the later file.
+    Reads only the ``row`` column."""
     seen = np.zeros(n_rows, dtype=bool)
     expected = np.ones(n_rows, dtype=bool)
     if skipped is not None and skipped.size:
         expected[skipped] = False
     removed = 0
     kept: list[str] = []
+    kept_rows: list[int] = []
     for f in parts:
-        rows = pq.read_table(f, columns=["row"]).column("row").to_numpy()
+        rows = pq.read_table(f, columns=["row"], filesystem=filesystem).column("row").to_numpy()
         if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
             raise GenderscoreError(
                 f"{f} holds row numbers outside the manifest's 0..{n_rows - 1}: the staging "
@@ -232,14 +286,12 @@ def verify_parts(
         if drop.any():
             removed += int(drop.sum())
             if drop.all():
-                f.unlink()
+                _remove(f, filesystem)
                 continue
-            table = pq.read_table(f)
-            tmp = f.with_suffix(".dedup")
-            pq.write_table(table.filter(pa.array(~drop)), tmp)
-            os.replace(tmp, f)
+            _rewrite(f, pq.read_table(f, filesystem=filesystem).filter(pa.array(~drop)), filesystem)
         seen[rows] = True
         kept.append(str(f))
+        kept_rows.append(int((~drop).sum()))
     missing = int((expected & ~seen).sum())
     if missing:
         first_missing = int(np.flatnonzero(expected & ~seen)[0])
@@ -247,7 +299,24 @@ def verify_parts(
             f"{missing} of {n_rows} manifest rows have no output (first: row {first_missing}); "
             "rerun the same command to score them"
         )
-    return PartsCheck(files=kept, rows=n_rows, duplicates_removed=removed)
+    return PartsCheck(files=kept, rows=n_rows, duplicates_removed=removed, file_rows=kept_rows)
+
+
+def _remove(f: Path | str, filesystem: Any) -> None:
+    if filesystem is None:
+        Path(f).unlink()
+    else:
+        filesystem.delete_file(str(f))
+
+
+def _rewrite(f: Path | str, table: pa.Table, filesystem: Any) -> None:
+    """Replace a part's content at once: by rename locally; an object store's PUT is whole."""
+    if filesystem is not None:
+        pq.write_table(table, str(f), filesystem=filesystem)
+        return
+    tmp = Path(f).with_suffix(".dedup")
+    pq.write_table(table, tmp)
+    os.replace(tmp, f)
 
 
 def _write_synced(path: Path, text: str) -> None:

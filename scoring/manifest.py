@@ -2,11 +2,12 @@
 
 A manifest is CSV (every column read as text; UTF-8 with or without a BOM, quoted fields,
 CRLF, blank lines skipped; ``.gz``/``.bz2``/``.zst`` are decompressed) or Parquet (``.parquet``,
-``.pq``), local or behind a pyarrow file-system URI. ``row`` is the 0-based number of a data
-record in the manifest (header and blank lines not counted). Paths resolve against the
-manifest's own folder; ``file://`` URIs become local paths; other URIs (``s3://``, ``gs://``)
-stay as they are. Nothing here opens an image: a bad path becomes an error row later, a bad
-manifest a :class:`DataError` before any scoring.
+``.pq``), local or behind an object-store URI (:mod:`scoring.storage`). ``row`` is the 0-based
+number of a data record in the manifest (header and blank lines not counted). Relative paths
+resolve against the manifest's own folder or prefix, or against ``--root`` when that lies in
+another store (:func:`resolution_base`); ``file://`` URIs become local paths; other URIs
+(``s3://``, ``gs://``) stay as they are. Nothing here opens an image: a bad path becomes an
+error row later, a bad manifest a :class:`DataError` before any scoring.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.errors import DataError, UsageError
+from models.imageio import storage_failure
+from scoring.decode import FACE_FIELDS
 from scoring.internal.hashing import sha256_stream
+from scoring.storage import StorageOptions, filesystem_for, store_of, unusable_store
 
-#: Columns every scoring output has (contract 2); a kept manifest column may not reuse them.
+#: Columns every scores file has (docs/contracts.md); a kept manifest column may not reuse them.
 RESERVED_COLUMNS = frozenset(
     {
         "row",
@@ -40,6 +45,7 @@ RESERVED_COLUMNS = frozenset(
         "label",
         "threshold",
         "ensemble_version",
+        *(f.name for f in FACE_FIELDS),
     }
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -71,6 +77,8 @@ class StagedManifest:
     columns: ManifestColumns  # with the label column resolved
     schema: pa.Schema  # of the staged parts
     files: list[str]
+    #: object store (``scheme://bucket``) -> the first image path in it
+    stores: dict[str, str] = field(default_factory=dict)
 
 
 def is_uri(path: str) -> bool:
@@ -93,16 +101,25 @@ def manifest_base(location: str) -> str:
     return os.path.dirname(location)
 
 
-def manifest_fingerprint(manifest: str | os.PathLike[str]) -> str:
+def resolution_base(location: str, root: str | None) -> str:
+    """What relative paths resolve against: the manifest's folder, or ``--root`` (normalised)
+    when that is in another store (a local manifest listing ``faces/1.jpg`` with ``--root
+    s3://bucket/images``, or a manifest in another bucket)."""
+    if root is not None and store_of(root) != store_of(location):
+        return root
+    return manifest_base(location)
+
+
+def manifest_fingerprint(
+    manifest: str | os.PathLike[str], storage: StorageOptions | None = None
+) -> str:
     """SHA-256 of the manifest file's bytes, read as a stream."""
-    filesystem, inner, location = _filesystem(manifest)
+    filesystem, inner, location = _filesystem(manifest, storage)
     try:
         with filesystem.open_input_stream(inner, compression=None) as fh:
             return sha256_stream(fh)
-    except FileNotFoundError:
-        raise UsageError(f"manifest {location} does not exist") from None
     except OSError as exc:
-        raise UsageError(f"cannot read manifest {location}: {exc}") from None
+        raise _read_error(exc, location, storage) from None
 
 
 def resolve_path(raw: str | None, base: str) -> str:
@@ -122,9 +139,11 @@ def resolve_path(raw: str | None, base: str) -> str:
     return os.path.normpath(os.path.join(base, raw))
 
 
-def read_header(manifest: str | os.PathLike[str]) -> list[str]:
+def read_header(
+    manifest: str | os.PathLike[str], storage: StorageOptions | None = None
+) -> list[str]:
     """The manifest's column names (DataError if it is empty or not readable as a table)."""
-    with _open_batches(manifest, columns=None) as (names, _):
+    with _open_batches(manifest, columns=None, storage=storage) as (names, _):
         return names
 
 
@@ -175,12 +194,15 @@ def stage_manifest(
     skip: np.ndarray | None = None,
     rows_per_part: int = 50_000,
     rows_per_group: int = 1_024,
+    storage: StorageOptions | None = None,
+    base: str | None = None,
 ) -> StagedManifest:
     """Stream the manifest into Parquet parts under ``dest``: ``row``, ``id``, ``path``
-    (resolved), ``true_label`` and the kept columns, leaving out the rows in ``skip`` (sorted
-    row numbers already scored). Memory stays bounded by one read batch."""
+    (resolved against ``base``, default the manifest's folder), ``true_label`` and the kept
+    columns, leaving out the rows in ``skip`` (sorted row numbers already scored). Memory
+    stays bounded by one read batch."""
     location = manifest_location(manifest)
-    base = manifest_base(location)
+    base = base if base is not None else manifest_base(location)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     skip = np.asarray(skip if skip is not None else [], dtype=np.int64)
@@ -189,12 +211,14 @@ def stage_manifest(
     in_part = 0
     rows = todo = 0
     schema: pa.Schema | None = None
-    with _open_batches(manifest, columns=None) as (names, _):
+    stores: dict[str, str] = {}
+    with _open_batches(manifest, columns=None, storage=storage) as (names, _):
         columns = check_columns(names, columns, location)
     try:
-        with _open_batches(manifest, columns=columns.needed()) as (_, batches):
+        with _open_batches(manifest, columns=columns.needed(), storage=storage) as (_, batches):
             for batch in batches:
                 table = _normalise(batch, columns, base, rows)
+                _note_stores(table.column("path"), stores)
                 rows += batch.num_rows
                 table = _drop_done(table, skip)
                 if schema is None:
@@ -223,7 +247,25 @@ def stage_manifest(
             "and one line per image"
         )
     assert schema is not None
-    return StagedManifest(rows=rows, todo=todo, columns=columns, schema=schema, files=files)
+    return StagedManifest(
+        rows=rows, todo=todo, columns=columns, schema=schema, files=files, stores=stores
+    )
+
+
+#: Object stores a manifest may name (each is checked before any scoring).
+MAX_STORES = 16
+
+
+def _note_stores(paths: Any, stores: dict[str, str]) -> None:
+    """Add each object store (``scheme://bucket``) first seen in ``paths`` with that path."""
+    if len(stores) >= MAX_STORES:
+        return
+    found = pc.extract_regex(paths, r"^(?P<store>[A-Za-z][A-Za-z0-9+.-]*://[^/]*)")
+    prefixes = pc.struct_field(found, "store")
+    for store in pc.unique(prefixes.drop_null()).to_pylist():
+        if store not in stores and len(stores) < MAX_STORES:
+            i = pc.index(prefixes, store).as_py()
+            stores[store.lower()] = paths[i].as_py()
 
 
 def _normalise(batch: pa.RecordBatch, columns: ManifestColumns, base: str, first: int) -> pa.Table:
@@ -279,13 +321,19 @@ def _drop_done(table: pa.Table, skip: np.ndarray) -> pa.Table:
 class _open_batches:
     """Context manager: ``(column names, iterator of record batches)`` of a manifest."""
 
-    def __init__(self, manifest: str | os.PathLike[str], columns: list[str] | None):
+    def __init__(
+        self,
+        manifest: str | os.PathLike[str],
+        columns: list[str] | None,
+        storage: StorageOptions | None = None,
+    ):
         self.manifest = manifest
         self.columns = columns
+        self.storage = storage
         self._stream: Any = None
 
     def __enter__(self) -> tuple[list[str], Iterator[pa.RecordBatch]]:
-        filesystem, inner, location = _filesystem(self.manifest)
+        filesystem, inner, location = _filesystem(self.manifest, self.storage)
         self.location = location
         parquet = location.lower().endswith(PARQUET_SUFFIXES)
         try:
@@ -294,20 +342,8 @@ class _open_batches:
                 return self._parquet(location)
             self._stream = filesystem.open_input_stream(inner, compression="detect")
             return self._csv(location)
-        except FileNotFoundError:
-            raise UsageError(f"manifest {location} does not exist") from None
-        except IsADirectoryError:
-            raise UsageError(
-                f"manifest {location} is a folder, not a CSV or Parquet file"
-            ) from None
-        except PermissionError:
-            raise UsageError(f"manifest {location}: permission denied") from None
         except OSError as exc:
-            if "directory" in str(exc):
-                raise UsageError(
-                    f"manifest {location} is a folder, not a CSV or Parquet file"
-                ) from None
-            raise UsageError(f"cannot read manifest {location}: {exc}") from None
+            raise _read_error(exc, location, self.storage) from None
 
     def __exit__(self, *exc: Any) -> None:
         if self._stream is not None:
@@ -373,17 +409,33 @@ def _csv_error(exc: Exception, location: str, done: int) -> DataError:
     )
 
 
-def _filesystem(manifest: str | os.PathLike[str]) -> tuple[Any, str, str]:
+def _filesystem(
+    manifest: str | os.PathLike[str], storage: StorageOptions | None = None
+) -> tuple[Any, str, str]:
     from pyarrow import fs as pafs
 
     location = manifest_location(manifest)
     if is_uri(location):
         try:
-            filesystem, inner = pafs.FileSystem.from_uri(location)
+            filesystem, inner = filesystem_for(location, storage)
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise UsageError(f"cannot open manifest {location}: {exc}") from None
         return filesystem, inner, location
     return pafs.LocalFileSystem(), location, location
+
+
+def _read_error(exc: OSError, location: str, storage: StorageOptions | None) -> UsageError:
+    """One line for a manifest that cannot be read, by cause."""
+    if isinstance(exc, FileNotFoundError):
+        return UsageError(f"manifest {location} does not exist")
+    if isinstance(exc, IsADirectoryError) or "directory" in str(exc):
+        return UsageError(f"manifest {location} is a folder, not a CSV or Parquet file")
+    kind = storage_failure(exc) if is_uri(location) else None
+    if isinstance(exc, PermissionError) or kind == "denied":
+        return UsageError(f"manifest {location}: permission denied")
+    if kind in ("unreachable", "credentials", "timeout"):
+        return UsageError(unusable_store(location, storage, "manifest", exc))
+    return UsageError(f"cannot read manifest {location}: {' '.join(str(exc).split())}")
 
 
 def _file_uri_to_path(uri: str) -> str:

@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convert.metadata import INPUT_NAME, PROB_OUTPUT
 from models.errors import DataError, GenderscoreError, UsageError
+from models.framing import Framing
 from scoring.internal.hashing import sha256_bytes
-
-#: Contract 1: the converted graph's input and first output.
-INPUT_NAME = "image"
-PROB_OUTPUT = "prob"
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,8 @@ class ModelRef:
     input_size: tuple[int, int]
     class_names: tuple[str, str]
     positive_class: str
+    #: How the scorer cuts this model's input from a photo (its metadata's, or ``--faces``).
+    framing: Framing = Framing()
 
     @property
     def column(self) -> str:
@@ -34,7 +34,7 @@ class ModelRef:
         return f"p_{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        """The model's entry in the Parquet metadata and the summary (contract 2)."""
+        """The model's entry in the scores file's metadata and the summary."""
         return {
             "name": self.name,
             "path": self.path,
@@ -42,6 +42,7 @@ class ModelRef:
             "input_size": list(self.input_size),
             "class_names": list(self.class_names),
             "positive_class": self.positive_class,
+            "framing": self.framing.to_dict(),
         }
 
 
@@ -62,7 +63,8 @@ def load_models(paths: Sequence[str | os.PathLike[str]]) -> list[ModelRef]:
 
 
 def load_model(path: str | os.PathLike[str]) -> ModelRef:
-    """One model: its ``convert`` metadata, SHA-256 of the file, and the contract-1 interface."""
+    """One model: its ``convert`` metadata, SHA-256 of the file, and the graph interface
+    (docs/contracts.md, "the model file")."""
     import onnx
 
     from convert.metadata import read_metadata
@@ -87,6 +89,7 @@ def load_model(path: str | os.PathLike[str]) -> ModelRef:
         input_size=(int(meta.input_size[0]), int(meta.input_size[1])),
         class_names=(str(meta.class_names[0]), str(meta.class_names[1])),
         positive_class=str(meta.positive_class),
+        framing=meta.framing,
     )
 
 

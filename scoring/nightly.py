@@ -13,13 +13,15 @@ date)::
 
 Each date is committed by one rename, so a reader sees a date complete or not at all; a rerun
 of a committed date is a no-op, a crashed date resumes, ``--incremental`` reuses the ids the
-other committed dates scored.
+other committed dates scored. ``OUT`` may be an object-store prefix (``s3://bucket/scores``):
+the same layout, committed as :mod:`scoring.objectstore` describes.
 
 ``--incremental`` scores each id once across the dates: a date leaves out the ids that any
 other committed date (earlier or later: a backfill) holds as ok rows, so an id is held by the
-first run that committed it. Incremental runs of one ``OUT`` take turns
+first run that committed it. Incremental runs of one local ``OUT`` take turns
 (``OUT/.incremental.lock``): two at once could each score an id the other has not committed
-yet.
+yet. An object store has no such lock: the scheduler must not start two incremental dates of
+one prefix at once.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ from typing import Any
 from models.errors import ErrorRateExceeded, GenderscoreError, UsageError
 from scoring.layout import SUCCESS, SUMMARY, RunLayout
 from scoring.run import ScoringResult, score_manifest
+from scoring.storage import (
+    StorageOptions,
+    filesystem_for,
+    is_uri,
+    normalise_uri,
+    unusable_store,
+)
 
 DATE_PREFIX = "run_date="
 INCREMENTAL_LOCK = ".incremental.lock"
@@ -57,22 +66,38 @@ def parse_run_date(value: str | date | None) -> date:
         raise UsageError(f"--run-date must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-def date_folder(out: str | os.PathLike[str], run_date: date) -> Path:
-    """``OUT/run_date=YYYY-MM-DD``."""
-    return Path(os.fspath(out)).expanduser().absolute() / f"{DATE_PREFIX}{run_date.isoformat()}"
+def date_folder(out: str | os.PathLike[str], run_date: date) -> Any:
+    """``OUT/run_date=YYYY-MM-DD`` (a Path, or a URI string for an object-store ``OUT``)."""
+    name = f"{DATE_PREFIX}{run_date.isoformat()}"
+    text = os.fspath(out)
+    if is_uri(text):
+        return f"{normalise_uri(text)}/{name}"
+    return Path(text).expanduser().absolute() / name
 
 
-def committed_dates(out: str | os.PathLike[str]) -> list[tuple[date, Path]]:
-    """The committed date folders under ``OUT``, oldest first."""
-    root = Path(os.fspath(out)).expanduser().absolute()
+def committed_dates(
+    out: str | os.PathLike[str], storage: StorageOptions | None = None
+) -> list[tuple[date, Any]]:
+    """The committed date folders (or prefixes) under ``OUT``, oldest first."""
+    from pyarrow import fs as pafs
+
+    text = os.fspath(out)
+    filesystem, root = filesystem_for(text, storage)
     found = []
-    for child in root.glob(f"{DATE_PREFIX}*") if root.is_dir() else []:
-        text = child.name[len(DATE_PREFIX) :]
-        if _DATE_RE.match(text) and (child / SUCCESS).is_file():
-            try:
-                found.append((date.fromisoformat(text), child))
-            except ValueError:
-                continue
+    try:
+        children = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except NotADirectoryError:
+        return []  # a file: the run says so in one line
+    for child in children:
+        day = child.base_name[len(DATE_PREFIX) :]
+        if not (child.base_name.startswith(DATE_PREFIX) and _DATE_RE.match(day)):
+            continue
+        if filesystem.get_file_info(f"{child.path}/{SUCCESS}").type != pafs.FileType.File:
+            continue
+        try:
+            found.append((date.fromisoformat(day), date_folder(text, date.fromisoformat(day))))
+        except ValueError:
+            continue
     return sorted(found)
 
 
@@ -99,21 +124,18 @@ def run_nightly(
     day = parse_run_date(run_date)
     check_max_error_rate(max_error_rate)
     text = os.fspath(out)
-    if "://" in text:
-        raise UsageError(
-            f"--out {text}: write to a local or shared (mounted) folder; committing by rename "
-            "needs a file system, object storage URIs are not supported yet"
-        )
-    root = Path(text).expanduser().absolute()
-    if (root / SUCCESS).is_file() or (root / SUMMARY).is_file():
-        raise UsageError(
-            f"--out {root} is itself one committed scoring output: a nightly --out is the folder "
-            f"that holds the {DATE_PREFIX}YYYY-MM-DD folders; choose another --out"
-        )
+    storage = StorageOptions.parse(options.get("storage_options"))
+    root = normalise_uri(text) if is_uri(text) else Path(text).expanduser().absolute()
+    _refuse_committed_root(root, storage)
     # without an id column score_manifest refuses --incremental before any work
-    take_turns = incremental and options.get("id_column") is not None
+    take_turns = incremental and options.get("id_column") is not None and isinstance(root, Path)
     with incremental_turn(root) if take_turns else nullcontext():
-        others = [p for d, p in committed_dates(root) if d != day] if incremental else None
+        try:
+            others = (
+                [p for d, p in committed_dates(root, storage) if d != day] if incremental else None
+            )
+        except OSError as exc:
+            raise UsageError(unusable_store(str(root), storage, "--out", exc)) from None
         result = score_manifest(
             manifest,
             models=models,
@@ -155,6 +177,21 @@ def incremental_turn(root: Path) -> Iterator[None]:
                 ) from None
             raise
         yield
+
+
+def _refuse_committed_root(root: Any, storage: StorageOptions) -> None:
+    from pyarrow import fs as pafs
+
+    filesystem, path = filesystem_for(str(root), storage)
+    try:
+        infos = filesystem.get_file_info([f"{path}/{SUCCESS}", f"{path}/{SUMMARY}"])
+    except OSError:
+        return  # an unreachable store: the run's own checks say so in one line
+    if any(i.type == pafs.FileType.File for i in infos):
+        raise UsageError(
+            f"--out {root} is itself one committed scoring output: a nightly --out is the folder "
+            f"that holds the {DATE_PREFIX}YYYY-MM-DD folders; choose another --out"
+        )
 
 
 def expected_run_id(out: str | os.PathLike[str], run_date: str | date | None) -> str | None:

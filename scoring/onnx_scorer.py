@@ -10,27 +10,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from scoring.decode import STATUS_OK, image_column
-from scoring.modelset import INPUT_NAME, PROB_OUTPUT, ModelRef
+from convert.metadata import INPUT_NAME, PROB_OUTPUT
+from models.onnx_session import make_session
+from scoring.decode import FACE_FIELDS, STATUS_OK, image_column
+from scoring.modelset import ModelRef
 
 META_KEY = b"genderscore"
 ENSEMBLE_COLUMNS = ("p_ensemble", "label", "threshold", "ensemble_version")
-
-
-def make_session(model: str | bytes, threads: int = 1) -> Any:
-    """An ORT CPU session with ``threads`` intra-op threads and spinning off: several sessions
-    (or workers) share the cores, and spinning threads would steal them from each other."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def predict_probs(session: Any, images: np.ndarray) -> np.ndarray:
@@ -48,7 +34,7 @@ def output_schema(
     ensemble: bool,
     metadata: Mapping[str, Any] | None = None,
 ) -> pa.Schema:
-    """Contract 2: the output columns in order, with the run's metadata under ``genderscore``."""
+    """The scores file's columns in order (docs/contracts.md), with the run's metadata under ``genderscore``."""
     fields = [
         pa.field("row", pa.int64(), nullable=False),
         pa.field("id", pa.string()),
@@ -56,6 +42,7 @@ def output_schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("error_code", pa.string()),
         pa.field("error", pa.string()),
+        *FACE_FIELDS,
     ]
     fields += [pa.field(m.column, pa.float32()) for m in models]
     if ensemble:
@@ -130,7 +117,7 @@ def score_table(
     probs: dict[str, np.ndarray] = {}
     cache: dict[str, np.ndarray] = {}
     for ref, session in zip(models, sessions, strict=True):
-        name = image_column(ref.input_size)
+        name = image_column(ref.input_size, ref.framing)
         if name not in cache:
             images = tensor_to_numpy(batch.column(name))
             cache[name] = images if len(idx) == n else images[idx]

@@ -6,9 +6,17 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 from models.errors import UsageError
+from models.framing import parse_face_mode
 from scoring.manifest import ManifestColumns
+from scoring.storage import (
+    DEFAULT_READ_CONCURRENCY,
+    DEFAULT_READ_TIMEOUT,
+    RemoteReads,
+    StorageOptions,
+)
 
 #: Throughput is flat from 8 to 32 images on CPU; an actor's ORT memory is not (three fp32
 #: 224 px models: 1.2 / 1.7 / 2.5 GB at 8 / 16 / 32).
@@ -40,6 +48,14 @@ class ScoringOptions:
     rows_per_file: int = 5_000
     #: Seconds without progress before the run fails instead of waiting forever; 0: never.
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    #: pyarrow file-system options for object-store URIs (``KEY=VALUE`` texts or a mapping).
+    storage_options: Any = None
+    #: Seconds one object-store image may take before its row is a ``timeout`` error.
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: Object-store images a decode task fetches at once.
+    read_concurrency: int = DEFAULT_READ_CONCURRENCY
+    #: Face framing for every model (off, align, require); default: each model's own.
+    faces: str | None = None
 
     @property
     def columns(self) -> ManifestColumns:
@@ -49,6 +65,14 @@ class ScoringOptions:
             label=self.label_column,
             keep=self.keep_columns,
         )
+
+    @property
+    def storage(self) -> StorageOptions:
+        return StorageOptions.parse(self.storage_options)
+
+    @property
+    def reads(self) -> RemoteReads:
+        return RemoteReads(self.storage, self.read_concurrency, self.read_timeout)
 
 
 def check_options(
@@ -79,13 +103,20 @@ def check_options(
     _positive_int(options.rows_per_part, "rows_per_part")
     _positive_int(options.rows_per_file, "rows_per_file")
     _seconds(options.stall_timeout, "--stall-timeout")
+    _seconds(options.read_timeout, "--read-timeout")
+    if options.read_timeout == 0:
+        raise UsageError("--read-timeout must be more than 0 seconds")
+    _positive_int(options.read_concurrency, "--read-concurrency", high=256)
+    storage = StorageOptions.parse(options.storage_options)
+    if options.faces is not None:
+        parse_face_mode(options.faces)
     if options.root is not None and not os.fspath(options.root).strip():
         raise UsageError("--root must name a folder")
     if options.root is not None and "://" not in os.fspath(options.root):
         if not os.path.isdir(os.path.expanduser(os.fspath(options.root))):
             raise UsageError(f"--root {options.root} is not a folder")
     values = {f.name: getattr(options, f.name) for f in fields(options)}
-    return ScoringOptions(**{**values, "keep_columns": keep})
+    return ScoringOptions(**{**values, "keep_columns": keep, "storage_options": storage})
 
 
 def _split_columns(value: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.errors import DataError, GenderscoreError, UsageError
-from scoring.decode import decode_batch, normalise_root
+from scoring.decode import decode_batch, normalise_root, unique_requests
 from scoring.incremental import (
     PriorScores,
     check_replace,
@@ -57,15 +57,17 @@ from scoring.manifest import (
     ManifestColumns,
     StagedManifest,
     check_columns,
-    manifest_base,
     manifest_fingerprint,
     manifest_location,
     read_header,
+    resolution_base,
     stage_manifest,
 )
 from scoring.modelset import ModelRef, load_models, read_model_bytes
+from scoring.objectstore import open_layout
 from scoring.onnx_scorer import output_schema
 from scoring.options import ScoringOptions, check_options
+from scoring.storage import check_stores
 from scoring.summary import collect_stats
 
 log = logging.getLogger("scoring")
@@ -74,9 +76,9 @@ BATCHES_PER_BLOCK = 1
 
 @dataclass(frozen=True)
 class ScoringResult:
-    """What a scoring run produced (contract 4)."""
+    """What a scoring run produced (docs/contracts.md, "the scoring result")."""
 
-    out: Path
+    out: Path | str  # a URI for an object-store output
     parquet_files: list[str]
     summary: dict[str, Any]
     #: True when OUT already held this job's committed output and nothing was scored.
@@ -101,7 +103,9 @@ def score_manifest(
     ``options`` are the fields of :class:`scoring.options.ScoringOptions`: ``path_column``,
     ``id_column``, ``label_column``, ``keep_columns``, ``root``, ``batch_size``,
     ``num_workers``, ``worker_threads``, ``ray_address``, ``force``, ``progress``,
-    ``stall_timeout``.
+    ``stall_timeout``, ``storage_options``, ``read_timeout``, ``read_concurrency``.
+    ``manifest``, image paths and ``out`` may be object-store URIs (:mod:`scoring.storage`,
+    :mod:`scoring.objectstore`).
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
     resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails,
     RunStopped after a clean stop on SIGTERM or SIGINT (main thread only; see
@@ -122,21 +126,24 @@ def score_manifest(
     opts = check_options(
         models=models, ensemble=ensemble, out=out, options=ScoringOptions(**options)
     )
-    layout = RunLayout(out)
+    layout = open_layout(out, opts.storage)
     if incremental_from is not None and opts.id_column is None:
         raise UsageError(
             "--incremental needs --id-column: the manifest column whose ids say which images "
             "earlier runs already scored (paths are not stable ids)"
         )
     spec, refs = _resolve_models(models, ensemble)
+    if opts.faces is not None:
+        refs = [dataclasses.replace(r, framing=r.framing.with_mode(opts.faces)) for r in refs]
     prior = None
     if incremental_from is not None:
         assert opts.id_column is not None
         prior = load_prior(
-            [p for p in incremental_from if Path(p).absolute() != layout.final],
+            [p for p in incremental_from if not layout.same_as(p)],
             id_column=opts.id_column,
             models=[(r.name, r.sha256) for r in refs],
             ensemble_version=spec.version if spec is not None else None,
+            storage=opts.storage,
         )
     job = _Job.describe(manifest, opts, refs, spec, prior)
     layout.check_out_free()
@@ -238,8 +245,10 @@ def _score_locked(
             t0 = time.perf_counter()
             _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
             pipeline_s = time.perf_counter() - t0
-    check = verify_parts(layout.part_files(), staged.rows, skipped=skipped)
-    stats = collect_stats(check.files)
+    check = verify_parts(
+        layout.part_files(), staged.rows, skipped=skipped, filesystem=layout.filesystem
+    )
+    stats = collect_stats(check.files, filesystem=layout.filesystem)
     wall = time.perf_counter() - started
     errors = sum(n for status, n in stats["rows_by_status"].items() if status != "ok")
     summary = {
@@ -281,13 +290,13 @@ def _score_locked(
             "batch_size": opts.batch_size,
             # rows each node's scorer actors scored, over every attempt (work redone after a
             # lost worker counts twice)
-            "nodes": read_tally(layout.tally) if plan else {},
+            "nodes": read_tally(layout.tally, layout.filesystem) if plan else {},
         },
         "parquet_files": [Path(f).name for f in check.files],
         "versions": _versions(),
     }
     with signals.deferred("the output was being committed"):
-        layout.commit(summary, replace=opts.force)
+        layout.commit(summary, replace=opts.force, parts=check)
     return ScoringResult(layout.final, layout.committed_files(), summary)
 
 
@@ -299,6 +308,7 @@ class _Job:
     columns: ManifestColumns
     fingerprint: str
     root: str | None
+    base: str  # what relative manifest paths resolve against
     key: str
     #: the key without the other outputs an incremental job drew on (see same_committed_job)
     base_key: str
@@ -313,23 +323,29 @@ class _Job:
         prior: PriorScores | None = None,
     ) -> _Job:
         location = manifest_location(manifest)
-        columns = check_columns(read_header(manifest), opts.columns, location)
-        fingerprint = manifest_fingerprint(manifest)
+        columns = check_columns(read_header(manifest, opts.storage), opts.columns, location)
+        fingerprint = manifest_fingerprint(manifest, opts.storage)
         root = normalise_root(opts.root)
+        base = resolution_base(location, root)
         described = {
             "manifest_sha256": fingerprint,
             # relative paths resolve against the manifest's folder: moved, it is another job
-            "manifest_base": manifest_base(location),
+            "manifest_base": base,
             "columns": [columns.path, columns.id, columns.label, list(columns.keep)],
             "root": root,
             "models": [(r.name, r.sha256) for r in refs],
             "ensemble_version": spec.version if spec is not None else None,
         }
-        base = sha256_json({**described, "incremental": True} if prior is not None else described)
+        if any(r.framing.aligned for r in refs):
+            # framing changes the pixels, so the scores (models framed off keep old job keys)
+            described["framing"] = [r.framing.to_dict() for r in refs]
+        base_key = sha256_json(
+            {**described, "incremental": True} if prior is not None else described
+        )
         if prior is not None:
             # the rows left out depend on which other outputs held them
             described["incremental_from"] = prior.key
-        return cls(location, columns, fingerprint, root, sha256_json(described), base)
+        return cls(location, columns, fingerprint, root, base, sha256_json(described), base_key)
 
 
 def _start_attempt(layout: RunLayout, job_key: str, run_id: str | None = None) -> RunState:
@@ -358,9 +374,17 @@ def _stage(
         log.info("resuming run %s: %d rows already scored", state.run_id, done.size)
     layout.clear_todo()
     try:
-        return stage_manifest(
-            manifest, layout.todo, job.columns, skip=done, rows_per_part=opts.rows_per_part
+        staged = stage_manifest(
+            manifest,
+            layout.todo,
+            job.columns,
+            skip=done,
+            rows_per_part=opts.rows_per_part,
+            storage=opts.storage,
+            base=job.base,
         )
+        check_stores(staged.stores, opts.storage)  # an unreachable store: before any scoring
+        return staged
     except (DataError, UsageError):
         if not layout.part_files():
             shutil.rmtree(layout.staging, ignore_errors=True)
@@ -397,12 +421,15 @@ def _run_pipeline(
     from ray.data.datasource import FilenameProvider
 
     class PartNames(FilenameProvider):
-        """``part-<write uuid>-<task>``: unique per attempt, so a resumed run adds files."""
+        """``<prefix>-<write uuid>-<task>``: unique per attempt, so a resumed run adds files."""
+
+        def __init__(self, prefix: str):
+            self.prefix = prefix
 
         def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"part-{write_uuid}-{task_index:06d}"
+            return f"{self.prefix}-{write_uuid}-{task_index:06d}"
 
-    sizes = sorted({r.input_size for r in refs})
+    requests = unique_requests([(r.input_size, r.framing) for r in refs])
     ctx = DataContext.get_current()
     saved_keys = (
         "enable_progress_bars",
@@ -434,7 +461,7 @@ def _run_pipeline(
     # Decoded images are large (150 KB a row at 224 px): blocks of one batch keep the actors
     # evenly fed to the end and memory small, where Ray's default (128 MiB) would hand one
     # actor ~850 images at a time (measured: a long tail with one actor idle).
-    row_bytes = sum(h * w * 3 for h, w in sizes) + 512
+    row_bytes = sum(h * w * 3 for (h, w), _ in requests) + 512
     ctx.target_max_block_size = max(1 << 20, BATCHES_PER_BLOCK * opts.batch_size * row_bytes)
     # Refs, not bytes, in the actors' arguments: small arguments are inlined, and a restarted
     # actor fetches the models again while the driver holds the refs.
@@ -444,15 +471,17 @@ def _run_pipeline(
     )
     try:
         with watchdog:
-            ds = ray.data.read_parquet(str(layout.todo), num_cpus=TASK_CPUS)
+            todo, todo_fs = layout.todo_source()
+            ds = ray.data.read_parquet(todo, filesystem=todo_fs, num_cpus=TASK_CPUS)
             ds = ds.map_batches(
                 decode_batch,
-                fn_kwargs={"sizes": sizes, "root": root},
+                fn_kwargs={"requests": requests, "root": root, "reads": opts.reads},
                 batch_format="pyarrow",
                 batch_size=opts.batch_size,
                 num_cpus=TASK_CPUS,
             )
-            layout.tally.mkdir(parents=True, exist_ok=True)
+            if layout.filesystem is None:
+                layout.tally.mkdir(parents=True, exist_ok=True)
             ds = ds.map_batches(
                 TalliedScorer,
                 fn_constructor_kwargs={
@@ -461,16 +490,20 @@ def _run_pipeline(
                     "schema": schema,
                     "ensemble": spec.content if spec is not None else None,
                     "tally_dir": str(layout.tally),
+                    "tally_fs": layout.filesystem,
                 },
                 batch_format="pyarrow",
                 batch_size=opts.batch_size,
                 compute=ActorPoolStrategy(size=plan.workers),
                 num_cpus=plan.actor_cpus,
             )
+            parts, parts_fs = layout.parts_target()
             ds.write_parquet(
-                str(layout.parts),
+                parts,
+                filesystem=parts_fs,
+                try_create_dir=parts_fs is None,  # an object store has no folders to make
                 schema=schema,
-                filename_provider=PartNames(),
+                filename_provider=PartNames(layout.part_prefix),
                 # Scored rows are small; files of this many rows are also the unit a crash loses.
                 min_rows_per_file=opts.rows_per_file,
                 ray_remote_args={"num_cpus": TASK_CPUS},
@@ -489,9 +522,12 @@ def _run_pipeline(
         # A task's own error (e.g. OSError: no space left) is the cause a RayTaskError wraps;
         # its first line alone names only the task.
         cause = getattr(exc, "cause", None) or exc
+        what = f"{type(cause).__name__}: {_first_line(cause)}"
+        if isinstance(cause, ray.exceptions.UserCodeException):
+            what = _map_error(str(exc)) or what
         raise GenderscoreError(
-            f"scoring failed: {type(cause).__name__}: {_first_line(cause)}; the parts written so "
-            "far are kept: fix the cause and rerun the same command to resume"
+            f"scoring failed: {what}; the parts written so far are kept: fix the cause and "
+            "rerun the same command to resume"
         ) from exc
     finally:
         join_dataset_threads()  # before ray.shutdown (see there)
@@ -502,7 +538,7 @@ def _run_pipeline(
 def _progress(layout: RunLayout) -> int:
     """What the stall watchdog watches: rows the scorer actors tallied (they update their file
     after every batch) plus output files written so far."""
-    rows = sum(node["rows"] for node in read_tally(layout.tally).values())
+    rows = sum(node["rows"] for node in read_tally(layout.tally, layout.filesystem).values())
     return rows + len(layout.part_files())
 
 
@@ -511,10 +547,21 @@ def _rows_in_parts(layout: RunLayout) -> int:
     rows = 0
     for f in layout.part_files():
         try:
-            rows += pq.read_metadata(f).num_rows
+            rows += pq.read_metadata(f, filesystem=layout.filesystem).num_rows
         except (pa.ArrowInvalid, OSError):
             continue
     return rows
+
+
+def _map_error(text: str) -> str | None:
+    """``Class: message`` of the error a map function (decode, scorer) raised: Ray Data wraps
+    it in a UserCodeException and keeps it only in the task's traceback text (e.g. the
+    decode step's StorageUnreachable when the object store went away)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    found = re.search(
+        r"^(?:[\w.]+\.)?(\w+): (.*)\n\nThe above exception was the direct cause", text, re.M
+    )
+    return f"{found.group(1)}: {found.group(2)}" if found else None
 
 
 def _first_line(exc: BaseException) -> str:

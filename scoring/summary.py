@@ -13,14 +13,23 @@ import pyarrow.parquet as pq
 ERROR_SAMPLES = 20
 
 
-def collect_stats(files: Sequence[str], *, samples: int = ERROR_SAMPLES) -> dict[str, Any]:
+def collect_stats(
+    files: Sequence[str], *, samples: int = ERROR_SAMPLES, filesystem: Any = None
+) -> dict[str, Any]:
     """Counts by status and error code, and the first error rows (by row number), read from
-    the parts a column at a time."""
+    the parts (in the pyarrow ``filesystem``, default local) a column at a time."""
     by_status: Counter[str] = Counter()
     by_code: Counter[str] = Counter()
+    by_faces: Counter[str] = Counter()
     errors: list[dict[str, Any]] = []
     for f in files:
-        t = pq.read_table(f, columns=["row", "path", "status", "error_code", "error"])
+        # parts resumed from an attempt made before face framing existed have no faces column
+        has_faces = "faces" in pq.read_schema(f, filesystem=filesystem).names
+        columns = ["row", "path", "status", "error_code", "error"] + ["faces"] * has_faces
+        t = pq.read_table(f, columns=columns, filesystem=filesystem)
+        for value, count in _value_counts(t.column("faces")) if has_faces else []:
+            if value != "None":
+                by_faces[value if int(value) < 2 else "2+"] += count
         for value, count in _value_counts(t.column("status")):
             by_status[value] += count
         bad = t.filter(pc.not_equal(t.column("status"), "ok"))
@@ -32,6 +41,8 @@ def collect_stats(files: Sequence[str], *, samples: int = ERROR_SAMPLES) -> dict
     return {
         "rows_by_status": dict(sorted(by_status.items())),
         "errors_by_code": dict(by_code.most_common()),
+        # rows by faces found: "0", "1", "2+"; empty when no model frames faces
+        "rows_by_faces": {k: by_faces[k] for k in ("0", "1", "2+") if by_faces[k]},
         "error_samples": errors,
     }
 
@@ -60,6 +71,12 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
         + ")",
         "  models: " + ", ".join(f"{m['name']} ({m['sha256'][:12]})" for m in summary["models"]),
     ]
+    faces = summary.get("rows_by_faces")
+    if faces:
+        lines.insert(
+            2,
+            "  faces found: " + ", ".join(f"{k} in {n} rows" for k, n in faces.items()),
+        )
     if summary.get("run_date"):
         lines[0] += f" (run date {summary['run_date']})"
     incremental = summary.get("incremental")

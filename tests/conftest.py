@@ -6,6 +6,20 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Object-store tests talk to the local S3 server of the `s3` fixture only: fake credentials,
+# no profile, endpoint or region of the developer's, and no instance-metadata lookup (an
+# address off this machine). Set here, before any Ray starts: Ray's workers keep the
+# environment Ray was started with.
+for _name in [n for n in os.environ if n.startswith(("AWS_", "GOOGLE_"))]:
+    del os.environ[_name]
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+    AWS_CONFIG_FILE=os.devnull,
+    AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+)
 
 from pathlib import Path  # noqa: E402
 
@@ -95,3 +109,14 @@ def onnx_models(keras_models: dict[str, Path], tmp_path_factory: pytest.TempPath
         ).path
         for name in SMALL_MODELS
     }
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 server (moto) on 127.0.0.1 at a free port, behind a relay the tests can slow
+    or cut (see ``s3_support``)."""
+    from s3_support import start_server, stop_server
+
+    server = start_server()
+    yield server
+    stop_server(server)

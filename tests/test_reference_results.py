@@ -1,5 +1,5 @@
 """benchmarks/reference_results.py end to end on tiny synthetic faces, so the recipe that
-produces the README's reference results cannot rot: every stage, then a rerun that resumes."""
+produces the reference results in docs/benchmarks.md cannot rot: every stage, then a rerun that resumes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Which Ray node scored how many rows: each scorer actor keeps a tiny JSON file in the
-staging folder (shared storage, like the output) that the driver sums into the summary."""
+staging folder (shared storage, like the output: a folder or an object-store prefix) that the
+driver sums into the summary."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from scoring.onnx_scorer import OnnxScorer
 class TalliedScorer(OnnxScorer):
     """:class:`OnnxScorer` that also counts its batches and rows in ``tally_dir``."""
 
-    def __init__(self, *args: Any, tally_dir: str, **kwargs: Any):
+    def __init__(self, *args: Any, tally_dir: str, tally_fs: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         import ray
 
@@ -26,7 +27,9 @@ class TalliedScorer(OnnxScorer):
             "batches": 0,
             "rows": 0,
         }
-        self.path_ = Path(tally_dir) / f"{self.node_id_[:16]}-{os.getpid()}.json"
+        self.fs_ = tally_fs
+        name = f"{self.node_id_[:16]}-{os.getpid()}.json"
+        self.path_ = f"{tally_dir}/{name}" if tally_fs is not None else Path(tally_dir) / name
         self._save()
 
     def __call__(self, batch: Any) -> Any:
@@ -39,6 +42,10 @@ class TalliedScorer(OnnxScorer):
     def _save(self) -> None:
         # A bookkeeping file must never fail the scoring: a lost count is only a lost count.
         try:
+            if self.fs_ is not None:  # an object's PUT replaces it whole
+                with self.fs_.open_output_stream(self.path_, compression=None) as fh:
+                    fh.write(json.dumps(self.tally_).encode())
+                return
             tmp = self.path_.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.tally_))
             os.replace(tmp, self.path_)
@@ -46,16 +53,40 @@ class TalliedScorer(OnnxScorer):
             pass
 
 
-def read_tally(tally_dir: Path) -> dict[str, dict[str, Any]]:
-    """node id -> ``{"ip", "actors", "batches", "rows"}`` over every actor (all attempts)."""
+def read_tally(tally_dir: Path | str, filesystem: Any = None) -> dict[str, dict[str, Any]]:
+    """node id -> ``{"ip", "actors", "batches", "rows"}`` over every actor (all attempts);
+    ``filesystem``: the pyarrow file system ``tally_dir`` is in (None: a local folder)."""
     nodes: dict[str, dict[str, Any]] = {}
-    for f in sorted(tally_dir.glob("*.json")) if tally_dir.is_dir() else []:
-        try:
-            t = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+    for t in (
+        _tallies(Path(tally_dir)) if filesystem is None else _fs_tallies(tally_dir, filesystem)
+    ):
         node = nodes.setdefault(t["node_id"], {"ip": t["ip"], "actors": 0, "batches": 0, "rows": 0})
         node["actors"] += 1
         node["batches"] += t["batches"]
         node["rows"] += t["rows"]
     return nodes
+
+
+def _tallies(tally_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for f in sorted(tally_dir.glob("*.json")) if tally_dir.is_dir() else []:
+        try:
+            out.append(json.loads(f.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def _fs_tallies(tally_dir: str, filesystem: Any) -> list[dict[str, Any]]:
+    from pyarrow import fs as pafs
+
+    out = []
+    for info in filesystem.get_file_info(pafs.FileSelector(str(tally_dir), allow_not_found=True)):
+        if not info.base_name.endswith(".json"):
+            continue
+        try:
+            with filesystem.open_input_stream(info.path, compression=None) as fh:
+                out.append(json.loads(fh.read()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out

@@ -56,7 +56,7 @@ def test_shared_models_follow_the_onnx_contract(onnx_models, keras_models, synth
             ("female", "male"),
             "male",
         )
-        assert meta.quantization is None and meta.schema_version == 1
+        assert meta.quantization is None and meta.schema_version == 2
         assert meta.source_sha256 == sha256_file(keras_models[name])
         assert {"tensorflow", "tf2onnx", "onnx", "onnxruntime", "keras3", "opset"} <= set(
             meta.versions

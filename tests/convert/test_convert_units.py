@@ -20,6 +20,7 @@ from convert.options import ConvertOptions, check_options, resolve_settings
 from convert.parity import compare_outputs, require_parity
 from convert.quantize import choose_format, int8_gate
 from models.errors import DataError, UsageError
+from models.framing import FaceMode, Framing
 from models.runinfo import RunInfo
 
 
@@ -304,3 +305,30 @@ def test_check_images_from_folders_and_csv(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images found"):
         load_check_images(tmp_path / "empty", (8, 6), ("female", "male"), "male")
+
+
+def test_framing_travels_in_the_metadata_and_old_models_are_unframed(tmp_path: Path):
+    aligned = Framing(FaceMode.ALIGN, ((0.3, 0.3), (0.7, 0.3), (0.5, 0.5), (0.5, 0.7)))
+    got = ModelMetadata.from_props(_metadata(framing=aligned).to_props())
+    assert got.framing == aligned and "framing" not in got.extra
+    assert (
+        json.loads(_metadata(framing=aligned).to_props()["genderscore.framing"])["mode"] == "align"
+    )
+    old = _metadata().to_props()
+    del old["genderscore.framing"]
+    assert ModelMetadata.from_props(old | {"genderscore.schema_version": "1"}).framing == Framing()
+    with pytest.raises(DataError, match="genderscore.framing: bad framing"):
+        ModelMetadata.from_props(old | {"genderscore.framing": '{"mode": "sideways"}'})
+
+
+def test_resolve_settings_takes_framing_from_run_json_or_the_option():
+    framed = _run_info(framing=Framing(FaceMode.REQUIRE).to_dict())
+    s = resolve_settings(ConvertOptions(), framed, Path("/runs/r1/model.keras"), (64, 64))
+    assert s.framing.mode == "require" and s.sources["framing"] == "run.json"
+    opts = ConvertOptions(faces="align", preprocess="none")
+    plain = resolve_settings(opts, None, Path("m.keras"), (64, 64))
+    assert plain.framing == Framing(FaceMode.ALIGN) and plain.sources["framing"] == "option"
+    with pytest.raises(UsageError, match="--faces off contradicts framing require recorded in"):
+        resolve_settings(ConvertOptions(faces="off"), framed, Path("m.keras"), (64, 64))
+    with pytest.raises(UsageError, match="unknown face framing 'sideways': choose one of off"):
+        check_options(ConvertOptions(faces="sideways"))

@@ -1,5 +1,5 @@
-"""Synthetic scores with known distributions, and scoring-format Parquet files, for the
-ensemble tests (imported by name: pytest puts this folder on sys.path)."""
+"""Synthetic scores with known distributions, scoring-format Parquet files and the CLI
+runner, for the ensemble tests (imported by name: pytest puts this folder on sys.path)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ensemble.cli import cli
+from models.cli_support import run_cli
 
 
 def synthetic_scores(
@@ -25,7 +28,7 @@ def synthetic_scores(
 
 
 def model_meta(name: str, positive: str = "male") -> dict:
-    """A model's entry in scoring's Parquet metadata (contract 2)."""
+    """A model's entry in scoring's Parquet metadata (the scores file, docs/contracts.md)."""
     return {
         "name": name,
         "path": f"/models/{name}.onnx",
@@ -44,8 +47,10 @@ def write_scores(
     models: list[dict] | None = None,
     status: np.ndarray | None = None,
     ids: list[str] | None = None,
+    kept: dict[str, list] | None = None,
 ) -> Path:
-    """A scoring output as ``scoring run`` writes it: columns, nulls on error rows, metadata."""
+    """A scoring output as ``scoring run`` writes it: columns, nulls on error rows, metadata;
+    ``kept``: manifest columns kept with ``--keep-columns`` (name -> values)."""
     n = len(next(iter(probs.values())))
     status = np.asarray(status if status is not None else ["ok"] * n)
     ok = status == "ok"
@@ -62,6 +67,8 @@ def write_scores(
         cols[f"p_{name}"] = pa.array(np.asarray(p, np.float32), pa.float32(), mask=~ok)
     if labels is not None:
         cols["true_label"] = pa.array([str(v) for v in labels], pa.string())
+    for name, values in (kept or {}).items():
+        cols[name] = pa.array(list(values))
     models = models if models is not None else [model_meta(name) for name in probs]
     meta = {
         "run_id": "test",
@@ -80,3 +87,18 @@ def labeled(n: int, seed: int, separation=(2.0, 1.0, 0.0), names=("mnv2", "rn50"
     y, X = synthetic_scores(n, seed, separation=separation)
     labels = np.where(y == 1, "male", "female")
     return labels, {name: X[:, j] for j, name in enumerate(names)}
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    """``genderscore ensemble ARGS``: exit code, stdout, stderr."""
+    code = run_cli(cli, "genderscore ensemble", [str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(capsys, *args) -> str:
+    """The one stderr line of a run that must fail with exit code 2."""
+    code, _, err = run(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    return lines[0]

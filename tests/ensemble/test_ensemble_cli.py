@@ -1,4 +1,4 @@
-"""`genderscore ensemble tune|apply|evaluate` on Parquet files in scoring's format (contract 2)."""
+"""`genderscore ensemble tune|apply|evaluate` on Parquet files in scoring's format (the scores file, docs/contracts.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from ens_support import labeled, model_meta, write_scores
+from ens_support import labeled, model_meta, one_line_error, run, write_scores
 
 from ensemble.cli import cli
 from models.cli_support import run_cli
@@ -20,19 +20,6 @@ from models.metrics import binary_metrics
 from scoring.ensemble_file import EnsembleSpec
 
 N_ROWS, N_BAD = 600, 7
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = run_cli(cli, "genderscore ensemble", [str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_line_error(capsys, *args) -> str:
-    code, _, err = run(capsys, *args)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""ensemble.json (contract 3): load/validate, check_models, combine, decide, version."""
+"""ensemble.json (the ensemble file, docs/contracts.md): load/validate, check_models, combine, decide, version."""
 
 from __future__ import annotations
 

@@ -27,15 +27,28 @@ def ray_once():
         ray.shutdown()
 
 
+@pytest.mark.slow  # a local Ray scores the manifest twice
 def test_tune_from_a_manifest_then_apply_and_evaluate(
     ray_once, onnx_models, synthetic_dir, tmp_path, capsys
 ):
     models = [str(onnx_models[name]) for name in sorted(onnx_models)]
-    args = ["tune", "--manifest", str(synthetic_dir / "val.csv"), "--root", str(synthetic_dir)]
+    # a manifest column to group by: tune --manifest keeps it in the scores
+    # (paths made absolute: relative ones resolve against the manifest's own folder)
+    rows = [r.split(",") for r in (synthetic_dir / "val.csv").read_text().splitlines()[1:]]
+    sites = [("north", "south")[i % 2] for i in range(len(rows))]
+    manifest = tmp_path / "val_sites.csv"
+    manifest.write_text(
+        "path,label,site\n"
+        + "".join(
+            f"{synthetic_dir / p},{lab},{s}\n" for (p, lab), s in zip(rows, sites, strict=True)
+        )
+    )
+    args = ["tune", "--manifest", str(manifest), "--root", str(synthetic_dir)]
     for m in models:
         args += ["--models", m]
     args += ["--method", "auto", "--objective", "eer", "--out", str(tmp_path / "ensemble.json")]
     args += ["--n-boot", "200", "--report", str(tmp_path / "report")]
+    args += ["--group-by", "site", "--min-group", "10"]
     assert run_cli(cli, "genderscore ensemble", args) == 0, capsys.readouterr().err
     spec = EnsembleSpec.load(tmp_path / "ensemble.json")
     assert sorted(m.name for m in spec.models) == sorted(onnx_models)
@@ -48,6 +61,7 @@ def test_tune_from_a_manifest_then_apply_and_evaluate(
     }
     # the fixture's models track the labels: the ensemble is better than chance
     assert val["ensemble"]["roc_auc"] > 0.7
+    assert val["groups"]["by"]["site"]["sizes"] == {"north": 24, "south": 24}
     scores = tmp_path / "ensemble.scores"
     assert (scores / "_SUCCESS").exists()
 
@@ -59,8 +73,10 @@ def test_tune_from_a_manifest_then_apply_and_evaluate(
     meta = json.loads(decided.schema.metadata[b"genderscore"])
     assert meta["ensemble_version"] == spec.version
     args = ["evaluate", "--ensemble", str(tmp_path / "ensemble.json"), "--scores", str(scores)]
+    args += ["--group-by", "site", "--min-group", "10"]
     assert run_cli(cli, "genderscore ensemble", [*args, "--n-boot", "200"]) == 0
-    assert "objective eer:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "objective eer:" in printed and "gaps by site" in printed
 
     # `scoring run --ensemble` applies the same code: same probabilities, same decisions
     from scoring.run import score_manifest

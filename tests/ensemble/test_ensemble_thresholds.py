@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble.thresholds import Objective, parse_objective, select_threshold
+from ensemble.thresholds import (
+    Objective,
+    choose_index,
+    objective_values,
+    parse_objective,
+    select_threshold,
+)
 from models.errors import DataError, UsageError
 from models.metrics import binary_metrics, equal_error_rate, operating_points
 
@@ -143,3 +149,31 @@ def test_one_class_and_nan_scores_are_clear_errors():
         select_threshold(np.ones(5, int), np.linspace(0, 1, 5), Objective("eer"))
     with pytest.raises(DataError, match="NaN or infinite"):
         select_threshold(np.array([0, 1]), np.array([0.2, np.nan]), Objective("eer"))
+
+
+@pytest.mark.parametrize(
+    "objective", ["far=0.1", "frr=0.1", "eer", "macro-f1", "balanced-accuracy"]
+)
+def test_choose_index_among_allowed_points(objective):
+    # every point allowed: the unconstrained choice; the best point forbidden: the best of the
+    # rest, as if that point had not been a candidate
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 200)
+    s = rng.normal(size=200) + y
+    points = operating_points(y, s)
+    obj = parse_objective(objective)
+    best = choose_index(points, obj)
+    assert choose_index(points, obj, allowed=np.ones(len(points.far), bool)) == best
+    allowed = np.ones(len(points.far), bool)
+    allowed[best] = False
+    second = choose_index(points, obj, allowed=allowed)
+    assert second != best and allowed[second]
+    values = objective_values(points, obj)
+    rest = values[allowed]
+    if obj.name == "eer":
+        gap = np.abs(points.far - points.frr)
+        assert gap[second] == gap[allowed].min()
+    elif obj.lower_is_better:
+        assert values[second] == rest.min()
+    else:
+        assert values[second] == rest.max()

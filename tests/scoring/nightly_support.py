@@ -153,6 +153,24 @@ def finished_parts(parts: Path) -> list[Path]:
     return done
 
 
+def kill_driver_when(command: list[str], log: Path, ready, what: str):
+    """Run ``command`` (a scoring run) in its own session; once ``ready()`` is truthy, SIGKILL
+    its driver only (no finally, no atexit), then end everything it started: the local Ray a
+    killed driver started outlives it (measured: still running after 60 s), as after a real
+    crash until the reboot. Returns the killed process."""
+    import os
+    import signal
+
+    proc = spawn(command, log)
+    try:
+        wait_for(ready, timeout=600, what=what, proc=proc, log=log)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        end_session(proc)
+    return proc
+
+
 def run_to_end(command: list[str], log: Path, env: dict | None = None, timeout: float = 900):
     """Run ``command`` in its own session until it ends; fail with the log's tail unless it
     exits 0 (a rerun that must resume and commit)."""

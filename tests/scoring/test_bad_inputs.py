@@ -31,8 +31,9 @@ from bad_corpus import (
 )
 from PIL import Image
 
+from models.framing import Framing
 from models.imageio import ErrorCode, decode_image, load_image
-from scoring.decode import decode_paths, normalise_root
+from scoring.decode import decode_paths, image_column, normalise_root
 from scoring.manifest import resolve_path
 from scoring.run import score_manifest
 
@@ -75,11 +76,11 @@ def test_every_case_gets_its_outcome_from_the_decoder(bad_corpus):
     for case in cases:
         size = case.pixels.shape[:2] if case.pixels is not None else (32, 32)
         path = resolve_path(case.cell, str(folder))
-        out = decode_paths([path], [size], root=normalise_root(root))
+        out = decode_paths([path], [(size, Framing())], root=normalise_root(root))
         if out.codes[0] != case.code:
             wrong.append(f"{case.name}: {out.codes[0]} ({out.messages[0]}), want {case.code}")
         elif case.pixels is not None:
-            got = out.images[tuple(size)][0].astype(int)
+            got = out.images[image_column(size)][0].astype(int)
             diff = np.abs(got - case.pixels).mean()
             if diff > case.atol:
                 wrong.append(f"{case.name}: pixels differ by {diff:.1f} on average")
@@ -154,10 +155,13 @@ def test_unreadable_file_is_permission_denied_for_an_unprivileged_user():
         got = run_child(
             f"""
             from PIL import Image
+            from models.framing import Framing
             from scoring.decode import decode_paths
             Image.init()  # Pillow imports its format plugins on first use
             drop_privileges()
-            out = decode_paths([{str(folder / "secret.png")!r}, {str(folder / "open.png")!r}], [8])
+            out = decode_paths(
+                [{str(folder / "secret.png")!r}, {str(folder / "open.png")!r}], [(8, Framing())]
+            )
             print(json.dumps(out.codes))
             """,
         )

@@ -5,19 +5,16 @@ manifest row exactly once. Also checks the killed run's JSON log lines."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 
 from nightly_support import (
-    end_session,
     finished_parts,
     id_rows,
+    kill_driver_when,
     read_date,
     run_to_end,
-    spawn,
     summary_of,
-    wait_for,
     write_faces,
     write_manifest,
 )
@@ -48,22 +45,10 @@ def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, t
     command = [sys.executable, "-m", "scoring", "run", "--config", str(config)]
     staging = tmp_path / "scores" / f".run_date={DATE}.staging"
     log1 = tmp_path / "attempt1.log"
-    first = spawn(command, log1)
-    try:
-        wait_for(
-            lambda: len(finished_parts(staging / "parts")) >= 2,
-            timeout=600,
-            what="two finished parts",
-            proc=first,
-            log=log1,
-        )
-        os.kill(first.pid, signal.SIGKILL)  # the driver only: no finally, no atexit
-        first.wait(timeout=60)
-        kept = finished_parts(staging / "parts")
-        # The local Ray the killed driver started (GCS, raylet, workers) outlives it (measured:
-        # still running after 60 s): it is ended here, as the reboot of a real crash would.
-    finally:
-        end_session(first)
+    first = kill_driver_when(
+        command, log1, lambda: len(finished_parts(staging / "parts")) >= 2, "two finished parts"
+    )
+    kept = finished_parts(staging / "parts")
     assert first.returncode == -signal.SIGKILL
     assert not (tmp_path / "scores" / f"run_date={DATE}").exists()  # nothing committed
     lines = log1.read_text().splitlines()
@@ -71,8 +56,7 @@ def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, t
     run_id = records[0]["run_id"]
     assert run_id and all(r["run_id"] == run_id for r in records)
 
-    log2 = tmp_path / "attempt2.log"
-    run_to_end(command, log2)
+    run_to_end(command, tmp_path / "attempt2.log")
     day = tmp_path / "scores" / f"run_date={DATE}"
     table = read_date(day)
     assert table["row"].to_pylist() == list(range(ROWS))  # every row, exactly once
@@ -83,7 +67,9 @@ def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, t
     assert s["rows_resumed"] >= 40 and len(kept) >= 2  # finished parts were kept
     assert s["rows_resumed"] + s["rows_scored"] == ROWS
     assert not staging.exists()
-    second_records = [json.loads(line) for line in log2.read_text().splitlines()]
+    second_records = [
+        json.loads(line) for line in (tmp_path / "attempt2.log").read_text().splitlines()
+    ]
     assert all(r["run_id"] == run_id for r in second_records)
     # Ray's warnings that are no problem of the run stay out of the log (docs/operations.md)
     messages = [r["message"] for r in records + second_records]

@@ -78,9 +78,10 @@ def test_output_columns_metadata_and_summary(scored, corpus, onnx_models):
     table = read_out(scored.out)
     names = list(onnx_models)
     assert table.column_names == [
-        "row", "id", "path", "status", "error_code", "error",
+        "row", "id", "path", "status", "error_code", "error", "faces", "face_box", "face_score",
         *[f"p_{n}" for n in names], "true_label", "note",
     ]  # fmt: skip
+    assert table["faces"].null_count == table.num_rows  # framing off: no face looked for
     assert table["id"][0].as_py() == "images/rgb.jpg"  # the path as the manifest spells it
     assert table["path"][0].as_py() == str(corpus.folder / "rgb.jpg")
     assert table["path"][3].as_py() == str(corpus.folder / "rgba.png")  # file:// made local

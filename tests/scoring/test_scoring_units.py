@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.errors import DataError, GenderscoreError, UsageError
+from models.framing import Framing
 from models.imageio import load_image
 from scoring.decode import decode_batch, decode_paths, image_column, normalise_root, within_root
 from scoring.internal.cluster import plan_workers
@@ -22,26 +23,34 @@ from scoring.options import ScoringOptions, check_options
 
 def test_decode_once_per_size_with_codes(corpus):
     paths = [corpus.good_paths[0], str(corpus.folder / "missing.jpg"), ""]
-    out = decode_paths(paths, [(32, 32), 48, (32, 32)], root=normalise_root(corpus.folder))
+    off = Framing()
+    requests = [((32, 32), off), (48, off), ((32, 32), off)]
+    out = decode_paths(paths, requests, root=normalise_root(corpus.folder))
     assert out.ok.tolist() == [True, False, False]
     assert out.codes == [None, "not_found", "bad_path"]
-    assert sorted(out.images) == [(32, 32), (48, 48)]  # duplicates collapse: one column a size
-    np.testing.assert_array_equal(out.images[(48, 48)][0], load_image(paths[0], 48))
-    assert not out.images[(32, 32)][1].any()
+    # duplicates collapse: one column a size
+    assert sorted(out.images) == [image_column((32, 32)), image_column(48)]
+    np.testing.assert_array_equal(out.images[image_column(48)][0], load_image(paths[0], 48))
+    assert not out.images[image_column((32, 32))][1].any()
+    assert out.faces == [None, None, None]  # framing off looks for no face
 
 
-def test_decode_batch_adds_status_and_tensor_columns(corpus):
+def test_decode_batch_adds_status_face_and_tensor_columns(corpus):
     batch = pa.table({"row": [0, 1], "path": [corpus.good_paths[0], "/nonexistent.jpg"]})
-    out = decode_batch(batch, [(40, 30)])
+    out = decode_batch(batch, [((40, 30), Framing())])
     assert out.column_names == [
         "row",
         "path",
         "status",
         "error_code",
         "error",
+        "faces",
+        "face_box",
+        "face_score",
         image_column((40, 30)),
     ]
     assert out["status"].to_pylist() == ["ok", "error"]
+    assert out["faces"].null_count == 2
     assert out[image_column((40, 30))].chunk(0).to_numpy().shape == (2, 40, 30, 3)
 
 

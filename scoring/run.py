@@ -438,6 +438,7 @@ def _run_pipeline(
         "issue_detectors_config",
         "use_datasource_v2",
         "execution_no_progress_timeout_s",
+        "retried_io_errors",
     )
     saved = {k: getattr(ctx, k) for k in saved_keys}
     ctx.enable_progress_bars = opts.progress
@@ -458,6 +459,12 @@ def _run_pipeline(
     # queues, not rows scored; the stall watchdog below is the one limit (--stall-timeout,
     # 0: none) with one message that says how to resume.
     ctx.execution_no_progress_timeout_s = -1
+    # Ray Data retries a failed write on these errors in two nested loops of 10 attempts with
+    # backoffs of up to 32 s each: an S3 endpoint that went away held the run for about half an
+    # hour (measured: still retrying after 5 min) before it could say so. The S3 client has
+    # already retried a connection error 3 times by then, so an unreachable store fails the run
+    # at once, as it does for the reads; throttling (SLOW_DOWN, 503) is still retried.
+    ctx.retried_io_errors = [e for e in ctx.retried_io_errors if "NETWORK_CONNECTION" not in e]
     # Decoded images are large (150 KB a row at 224 px): blocks of one batch keep the actors
     # evenly fed to the end and memory small, where Ray's default (128 MiB) would hand one
     # actor ~850 images at a time (measured: a long tail with one actor idle).

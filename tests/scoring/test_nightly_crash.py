@@ -19,7 +19,7 @@ from nightly_support import (
     write_manifest,
 )
 
-ROWS = 2000
+ROWS = 800
 DATE = "2026-11-27"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from ensemble.demo_run import (
     Step,
     run_demo,
 )
+from models.errors import RunStopped
 from models.framing import FACE_MODES
 
 # TensorFlow's C++ start-up chatter would drown the demo's own lines (set before TF loads).
@@ -51,8 +53,10 @@ QUIET_LOGGERS = {
 class _Lines(Progress):
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
+        self.title = ""
 
     def start(self, index: int, total: int, title: str) -> None:
+        self.title = title
         width = len(str(total))
         click.echo(f"[{index:>{width}}/{total}] {title} ...", nl=self.verbose)
 
@@ -225,8 +229,20 @@ def demo(
         click.echo("loading TensorFlow ...", nl=False)
         _load_tensorflow_quietly()
         click.echo(f" ({time.perf_counter() - t0:.1f} s)")
+    lines = _Lines(verbose)
     with _quiet(verbose):
-        result = run_demo(cfg, _Lines(verbose))
+        try:
+            result = run_demo(cfg, lines)
+        except RunStopped as exc:
+            # A scoring step stopped cleanly on SIGTERM/SIGINT; a demo is not resumed.
+            if not verbose:
+                click.echo()  # end the step's line
+            name = signal.Signals(exc.signum).name
+            raise RunStopped(
+                f"demo stopped by {name} in step '{lines.title}'; {out} is incomplete: rerun "
+                "with --force to start afresh",
+                exc.signum,
+            ) from None
     _print_result(result, time.perf_counter() - started)
 
 

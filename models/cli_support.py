@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from models.errors import EXIT_FAILED, EXIT_USAGE, GenderscoreError
+from models.errors import EXIT_FAILED, EXIT_SIGINT, EXIT_USAGE, GenderscoreError, RunStopped
 
 
 def run_cli(command: click.Command, prog_name: str, args: list[str] | None = None) -> int:
@@ -28,12 +28,15 @@ def run_cli(command: click.Command, prog_name: str, args: list[str] | None = Non
     except click.ClickException as exc:
         click.echo(f"{prog_name}: error: {exc.format_message()}", err=True)
         return exc.exit_code
+    except RunStopped as exc:  # asked for, not an error
+        click.echo(f"{prog_name}: {_one_line(exc)}", err=True)
+        return exc.exit_code
     except GenderscoreError as exc:
         click.echo(f"{prog_name}: error: {_one_line(exc)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo(f"{prog_name}: interrupted", err=True)
-        return 130
+        return EXIT_SIGINT
     # commands return None; an int here is an exit code
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 from click.core import ParameterSource
 
-from models.errors import GenderscoreError, UsageError
+from models.errors import GenderscoreError, RunStopped, UsageError
 from models.framing import FACE_MODES
 from scoring.options import DEFAULT_BATCH_SIZE, DEFAULT_STALL_TIMEOUT
 from scoring.storage import DEFAULT_READ_CONCURRENCY, DEFAULT_READ_TIMEOUT
@@ -85,8 +85,8 @@ def cli() -> None:
 @click.option(
     "--incremental",
     is_flag=True,
-    help="Leave out rows whose id an earlier committed date scored ok with the same ensemble "
-    "version (or models); needs --id-column.",
+    help="Leave out rows whose id another committed date (earlier or later) scored ok with the "
+    "same ensemble version (or models): each id is scored once; needs --id-column.",
 )
 @click.option(
     "--max-error-rate",
@@ -250,6 +250,8 @@ def run(
     logs.configure(log_format)
     if log_format == "json":
         logs.wrap_std_fds()  # Ray's C++ lines and printed messages too
+    else:
+        logs.filter_native_stderr()  # Ray's C++ core writes to fd 2 directly
     logs.set_run_id(None)
     options = {
         "ray_address": ray_address,
@@ -279,11 +281,17 @@ def run(
         run_id = logs.current_run_id()
         message = " ".join(str(exc).split())
         if log_format == "json":
-            log.error(message, extra={"event": "error", "exit_code": exc.exit_code})
+            stopped = isinstance(exc, RunStopped)
+            log.log(
+                logging.WARNING if stopped else logging.ERROR,
+                message,
+                extra={"event": "stopped" if stopped else "error", "exit_code": exc.exit_code},
+            )
             raise click.exceptions.Exit(exc.exit_code) from None
         if run_id is not None and not isinstance(exc, UsageError):
             # a failed run or an error rate: name the run whose logs and staging to look at
-            raise type(exc)(f"{message} [run {run_id}]") from None
+            exc.args = (f"{message} [run {run_id}]",)
+            raise exc from None
         raise
 
 

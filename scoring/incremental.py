@@ -1,20 +1,27 @@
-"""Incremental runs: manifest rows whose id an earlier committed output already scored ok with
+"""Incremental runs: manifest rows whose id another committed output already scored ok with
 the same models are left out, and the summary says which output holds them.
 
-An earlier output (a folder or an object-store prefix, read by the protocol of
+An output (a folder or an object-store prefix, read by the protocol of
 :func:`scoring.objectstore.read_committed`: its listed parts only) counts when it is committed
 (``_SUCCESS``), took its ids from the same manifest column, and was scored with the same
 ensemble version (``--ensemble``) or, without an ensemble, the same models (names and SHA-256,
 in order). Only ``ok`` rows count as done: an id that was an error row before is scored again
-(the file may be readable now). When several earlier outputs hold an id, the newest (last in
-the given order) is named as its source.
+(the file may be readable now). When several outputs hold an id, the last in the given order is
+named as its source.
+
+The nightly layer (:mod:`scoring.nightly`) passes every other committed date, earlier and
+later ones alike: an id is scored ok once, by the first run that commits it, whatever the
+order in which dates are scored (a backfill of an earlier date leaves out what later dates
+hold). A committed date stays the same job when dates are added around it
+(:func:`same_committed_job`), and rescoring it with ``--force`` as another job is refused
+while other dates left ids out because it held them (:func:`check_replace`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models.errors import DataError
+from models.errors import DataError, UsageError
 from scoring.objectstore import read_committed
 from scoring.storage import StorageOptions
 
@@ -47,6 +54,8 @@ class PriorScores:
     sources: list[PriorSource]
     ids: pa.Array  # unique
     source_index: np.ndarray  # int32, aligned with ids
+    #: output -> the outputs that left ids out because it held them (from their summaries)
+    dependents: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def key(self) -> list[tuple[str, str]]:
@@ -88,6 +97,7 @@ def load_prior(
     """Read the ok ids of the matching committed ``outputs`` (oldest first)."""
     sources: list[PriorSource] = []
     tables: list[pa.Table] = []
+    dependents: dict[str, list[str]] = {}
     for out in outputs:
         try:
             committed = read_committed(out, storage)
@@ -96,6 +106,9 @@ def load_prior(
         if committed is None:
             continue
         summary = committed.summary
+        for src in (summary.get("incremental") or {}).get("sources") or []:
+            if src.get("rows"):
+                dependents.setdefault(str(src.get("output")), []).append(committed.location)
         if not matches(
             summary, id_column=id_column, models=models, ensemble_version=ensemble_version
         ):
@@ -116,14 +129,41 @@ def load_prior(
         sources.append(PriorSource(committed.location, str(summary.get("run_id")), len(ids)))
         tables.append(pa.table({"id": ids, "src": pa.array(np.full(len(ids), index, np.int32))}))
     if not tables:
-        return PriorScores([], pa.array([], pa.string()), np.zeros(0, np.int32))
-    # One id in several outputs: the newest (highest index) is where its row is named.
+        return PriorScores([], pa.array([], pa.string()), np.zeros(0, np.int32), dependents)
+    # One id in several outputs (older layouts): the last given is where its row is named.
     merged = pa.concat_tables(tables).group_by("id").aggregate([("src", "max")])
     return PriorScores(
         sources,
         merged.column("id").combine_chunks(),
         merged.column("src_max").to_numpy().astype(np.int32),
+        dependents,
     )
+
+
+def same_committed_job(summary: dict[str, Any], key: str, base_key: str) -> bool:
+    """Whether a committed output is this job's. An incremental job's key also names the
+    outputs it drew on (a resumed run must see the same ones); ``base_key`` leaves them out:
+    outputs committed since cannot change what the committed one holds, as an id is scored
+    once, by the first run that commits it."""
+    return summary.get("job_key") == key or summary.get("job_base_key") == base_key
+
+
+def check_replace(
+    summary: dict[str, Any], base_key: str, prior: PriorScores | None, output: str
+) -> None:
+    """UsageError when ``--force`` would rescore the committed ``output`` as another job (other
+    manifest, models or options) while other outputs left ids out because it held them: ids
+    the new manifest lacks would then be in no output."""
+    if prior is None or summary.get("job_base_key") == base_key:
+        return
+    users = prior.dependents.get(output, [])
+    if users:
+        names = ", ".join(Path(u).name for u in users)
+        raise UsageError(
+            f"--force with another manifest, models or options on {output} would lose ids: "
+            f"{names} left ids out because it held them; rescore it with the manifest and "
+            "models it was scored with"
+        )
 
 
 def drop_prior_rows(

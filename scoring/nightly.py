@@ -13,15 +13,24 @@ date)::
 
 Each date is committed by one rename, so a reader sees a date complete or not at all; a rerun
 of a committed date is a no-op, a crashed date resumes, ``--incremental`` reuses the ids the
-earlier committed dates scored. ``OUT`` may be an object-store prefix (``s3://bucket/scores``):
+other committed dates scored. ``OUT`` may be an object-store prefix (``s3://bucket/scores``):
 the same layout, committed as :mod:`scoring.objectstore` describes.
+
+``--incremental`` scores each id once across the dates: a date leaves out the ids that any
+other committed date (earlier or later: a backfill) holds as ok rows, so an id is held by the
+first run that committed it. Incremental runs of one local ``OUT`` take turns
+(``OUT/.incremental.lock``): two at once could each score an id the other has not committed
+yet. An object store has no such lock: the scheduler must not start two incremental dates of
+one prefix at once.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -38,6 +47,7 @@ from scoring.storage import (
 )
 
 DATE_PREFIX = "run_date="
+INCREMENTAL_LOCK = ".incremental.lock"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -105,10 +115,11 @@ def run_nightly(
 ) -> ScoringResult:
     """Score ``manifest`` into ``OUT/run_date=YYYY-MM-DD`` (default today).
 
-    ``options`` are :func:`scoring.run.score_manifest`'s. ``incremental``: ids that an earlier
-    committed date scored ok with the same ensemble version (or models) are left out (needs
-    ``id_column``). ``max_error_rate``: after the commit, raise :class:`ErrorRateExceeded`
-    (its ``result`` attribute holds the result) when the date's share of error rows is above it.
+    ``options`` are :func:`scoring.run.score_manifest`'s. ``incremental``: ids that another
+    committed date (earlier or later) scored ok with the same ensemble version (or models) are
+    left out (needs ``id_column``; see the module docstring). ``max_error_rate``: after the
+    commit, raise :class:`ErrorRateExceeded` (its ``result`` attribute holds the result) when
+    the date's share of error rows is above it.
     """
     day = parse_run_date(run_date)
     check_max_error_rate(max_error_rate)
@@ -116,23 +127,56 @@ def run_nightly(
     storage = StorageOptions.parse(options.get("storage_options"))
     root = normalise_uri(text) if is_uri(text) else Path(text).expanduser().absolute()
     _refuse_committed_root(root, storage)
-    try:
-        earlier = [p for d, p in committed_dates(root, storage) if d < day] if incremental else None
-    except OSError as exc:
-        raise UsageError(unusable_store(str(root), storage, "--out", exc)) from None
-    result = score_manifest(
-        manifest,
-        models=models,
-        ensemble=ensemble,
-        out=date_folder(root, day),
-        incremental_from=earlier,
-        extra_summary={"run_date": day.isoformat()},
-        run_id=run_id,
-        **options,
-    )
+    # without an id column score_manifest refuses --incremental before any work
+    take_turns = incremental and options.get("id_column") is not None and isinstance(root, Path)
+    with incremental_turn(root) if take_turns else nullcontext():
+        try:
+            others = (
+                [p for d, p in committed_dates(root, storage) if d != day] if incremental else None
+            )
+        except OSError as exc:
+            raise UsageError(unusable_store(str(root), storage, "--out", exc)) from None
+        result = score_manifest(
+            manifest,
+            models=models,
+            ensemble=ensemble,
+            out=date_folder(root, day),
+            incremental_from=others,
+            extra_summary={"run_date": day.isoformat()},
+            run_id=run_id,
+            **options,
+        )
     if max_error_rate is not None:
         check_error_rate(result, max_error_rate)
     return result
+
+
+@contextmanager
+def incremental_turn(root: Path) -> Iterator[None]:
+    """Hold ``ROOT/.incremental.lock`` (hidden from dataset readers) for an incremental run;
+    UsageError at once when another one holds it."""
+    import fcntl
+
+    path = root / INCREMENTAL_LOCK
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror}; choose an --out you can write to"
+        ) from None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise UsageError(
+                    f"another --incremental run is scoring a date under {root} (it holds "
+                    f"{path}): incremental dates are scored one at a time so that no id is "
+                    "scored twice; wait for it to finish"
+                ) from None
+            raise
+        yield
 
 
 def _refuse_committed_root(root: Any, storage: StorageOptions) -> None:

@@ -27,12 +27,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from models.errors import DataError, GenderscoreError, UsageError
 from scoring.decode import decode_batch, normalise_root, unique_requests
-from scoring.incremental import PriorScores, drop_prior_rows, load_prior
-from scoring.internal import logs
-from scoring.internal.cluster import TASK_CPUS, WorkerPlan, cluster_cpus, plan_workers, ray_session
+from scoring.incremental import (
+    PriorScores,
+    check_replace,
+    drop_prior_rows,
+    load_prior,
+    same_committed_job,
+)
+from scoring.internal import logs, signals
+from scoring.internal.cluster import (
+    TASK_CPUS,
+    WorkerPlan,
+    cluster_cpus,
+    join_dataset_threads,
+    largest_node_cpus,
+    plan_workers,
+    ray_session,
+)
 from scoring.internal.hashing import sha256_json
 from scoring.internal.tally import TalliedScorer, read_tally
 from scoring.internal.watchdog import StallWatchdog
@@ -69,6 +85,7 @@ class ScoringResult:
     skipped: bool = False
 
 
+@signals.stops_cleanly
 def score_manifest(
     manifest: str | os.PathLike[str],
     *,
@@ -90,9 +107,11 @@ def score_manifest(
     ``manifest``, image paths and ``out`` may be object-store URIs (:mod:`scoring.storage`,
     :mod:`scoring.objectstore`).
     Running it again on a committed ``out`` for the same job does nothing; after a crash it
-    resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails.
+    resumes. Raises UsageError/DataError for bad input, GenderscoreError if the run fails,
+    RunStopped after a clean stop on SIGTERM or SIGINT (main thread only; see
+    :mod:`scoring.internal.signals`).
 
-    ``incremental_from``: earlier committed outputs (oldest first); manifest rows whose id
+    ``incremental_from``: other committed outputs (oldest first); manifest rows whose id
     (``id_column`` is then required) one of them scored ok with the same ensemble version or
     models are not scored again, and the summary's ``incremental`` says where they are (see
     :mod:`scoring.incremental`). ``extra_summary``: more keys for ``_summary.json`` and the
@@ -162,7 +181,7 @@ def _score_locked(
     """Everything done while holding the output's lock: skip, resume or start, score, commit."""
     if layout.committed:
         summary = layout.committed_summary()
-        if summary.get("job_key") == job.key and not opts.force:
+        if same_committed_job(summary, job.key, job.base_key) and not opts.force:
             logs.set_run_id(summary.get("run_id"))
             log.info(
                 "%s already holds this run's committed output (run %s): nothing to do; "
@@ -176,6 +195,7 @@ def _score_locked(
                 f"--out {layout.final} holds a committed run of another manifest, models "
                 "or options: pass --force to replace it, or choose another --out"
             )
+        check_replace(summary, job.base_key, prior, str(layout.final))
     state = _start_attempt(layout, job.key, run_id)
     logs.set_run_id(state.run_id)
     log.info(
@@ -204,6 +224,8 @@ def _score_locked(
             ", ".join(f"{Path(s['output']).name}: {s['rows']}" for s in incremental["sources"])
             or "no matching earlier output",
         )
+    in_output = staged.rows - int(skipped.size)
+    signals.report_progress(lambda: (_rows_in_parts(layout), in_output))
     meta = {
         "run_id": state.run_id,
         "created_at": state.created_at,
@@ -217,7 +239,9 @@ def _score_locked(
     pipeline_s = 0.0
     if staged.todo:
         with ray_session(opts.ray_address) as where:
-            plan = plan_workers(cluster_cpus(), opts.num_workers, opts.worker_threads)
+            plan = plan_workers(
+                cluster_cpus(), opts.num_workers, opts.worker_threads, largest_node_cpus()
+            )
             t0 = time.perf_counter()
             _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
             pipeline_s = time.perf_counter() - t0
@@ -226,7 +250,6 @@ def _score_locked(
     )
     stats = collect_stats(check.files, filesystem=layout.filesystem)
     wall = time.perf_counter() - started
-    in_output = staged.rows - int(skipped.size)
     errors = sum(n for status, n in stats["rows_by_status"].items() if status != "ok")
     summary = {
         **meta,
@@ -235,6 +258,7 @@ def _score_locked(
         "manifest": job.location,
         "manifest_sha256": job.fingerprint,
         "job_key": job.key,
+        "job_base_key": job.base_key,
         "rows": staged.rows,
         "rows_in_output": in_output,
         **stats,
@@ -271,7 +295,8 @@ def _score_locked(
         "parquet_files": [Path(f).name for f in check.files],
         "versions": _versions(),
     }
-    layout.commit(summary, replace=opts.force, parts=check)
+    with signals.deferred("the output was being committed"):
+        layout.commit(summary, replace=opts.force, parts=check)
     return ScoringResult(layout.final, layout.committed_files(), summary)
 
 
@@ -285,6 +310,8 @@ class _Job:
     root: str | None
     base: str  # what relative manifest paths resolve against
     key: str
+    #: the key without the other outputs an incremental job drew on (see same_committed_job)
+    base_key: str
 
     @classmethod
     def describe(
@@ -312,10 +339,13 @@ class _Job:
         if any(r.framing.aligned for r in refs):
             # framing changes the pixels, so the scores (models framed off keep old job keys)
             described["framing"] = [r.framing.to_dict() for r in refs]
+        base_key = sha256_json(
+            {**described, "incremental": True} if prior is not None else described
+        )
         if prior is not None:
-            # the rows left out depend on which earlier outputs held them
+            # the rows left out depend on which other outputs held them
             described["incremental_from"] = prior.key
-        return cls(location, columns, fingerprint, root, base, sha256_json(described))
+        return cls(location, columns, fingerprint, root, base, sha256_json(described), base_key)
 
 
 def _start_attempt(layout: RunLayout, job_key: str, run_id: str | None = None) -> RunState:
@@ -507,6 +537,7 @@ def _run_pipeline(
             "rerun the same command to resume"
         ) from exc
     finally:
+        join_dataset_threads()  # before ray.shutdown (see there)
         for key, value in saved.items():
             setattr(ctx, key, value)
 
@@ -516,6 +547,17 @@ def _progress(layout: RunLayout) -> int:
     after every batch) plus output files written so far."""
     rows = sum(node["rows"] for node in read_tally(layout.tally, layout.filesystem).values())
     return rows + len(layout.part_files())
+
+
+def _rows_in_parts(layout: RunLayout) -> int:
+    """Rows in the finished parts (read-only: a part being written has no footer yet)."""
+    rows = 0
+    for f in layout.part_files():
+        try:
+            rows += pq.read_metadata(f, filesystem=layout.filesystem).num_rows
+        except (pa.ArrowInvalid, OSError):
+            continue
+    return rows
 
 
 def _map_error(text: str) -> str | None:

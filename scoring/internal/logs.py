@@ -9,12 +9,14 @@ the lines Ray forwards from its worker processes are turned into records too, so
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -113,6 +115,35 @@ def configure(log_format: str = "text") -> logging.Handler:
     return handler
 
 
+def stderr_fd() -> int:
+    """The file descriptor of the process's real stderr (2, unless :func:`wrap_std_fds` made
+    2 a pipe)."""
+    return _real_stderr.fileno() if _real_stderr is not None else 2
+
+
+class _CurrentStderr:
+    """A stream that writes to whatever ``sys.stderr`` is at the time of the write."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def follow_stderr() -> None:
+    """Ray's console handlers (``PlainRayHandler`` on ``ray`` and ``ray.data``) say they write
+    to whatever ``sys.stderr`` is when a line is logged, but keep the stream that was
+    ``sys.stderr`` when they were made (Ray 2.60). Where ``sys.stderr`` is swapped and closed
+    (pytest's capture per test, a notebook), a later line of Ray's then fails with ``--- Logging
+    error --- ValueError: I/O operation on closed file``. Make them do what they say. Call it
+    once ``ray`` and ``ray.data`` are imported (each makes its handler then)."""
+    for name in LIBRARY_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PlainRayHandler":
+                handler.stream = _CurrentStderr()
+
+
 def adopt_library_loggers() -> None:
     """Route the libraries' loggers through the root handler instead of their own console
     handlers (their file handlers stay). Call again after Ray or Ray Data configured theirs."""
@@ -156,14 +187,61 @@ def forward_worker_logs() -> bool:
     return True
 
 
+#: Lines Ray's C++ core writes to file descriptor 2 that are no problem of a scoring run, each
+#: with why dropping it is safe.
+NATIVE_NOISE = (
+    # "Actor ... MapWorker(MapBatches(TalliedScorer)) ... has constructor arguments in the
+    # object store and max_restarts > 0" (ray-project/ray#53727), once per scorer actor: Ray
+    # Data itself puts every actor's DataContext and UDF in the object store and passes refs
+    # (Ray 2.60; our model bytes are refs inside a list, not constructor arguments). The
+    # driver holds those refs for the whole run, and their primary copies live in the
+    # driver's node, so an actor restarted after a lost worker node finds them (tested:
+    # test_lost_node); only the loss of the driver's own node would lose them, and that ends
+    # the run anyway (the rerun resumes).
+    re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in"),
+)
+
+
+def is_noise(line: str) -> bool:
+    """Whether a line of file descriptor 2 is one of the :data:`NATIVE_NOISE` lines."""
+    return any(p.search(line) for p in NATIVE_NOISE)
+
+
 def wrap_std_fds() -> bool:
     """JSON lines also for what bypasses Python logging (Ray's C++ core, the messages Ray's
     driver threads print, native libraries): file descriptors 1 and 2 become pipes whose lines
-    a thread logs as records of the ``stdout``/``stderr`` loggers, written to the real stderr.
-    Only for a real process (not under a test runner's capture); returns whether it was done."""
+    a thread logs as records of the ``stdout``/``stderr`` loggers, written to the real stderr
+    (but the :data:`NATIVE_NOISE` lines). Only for a real process (not under a test runner's
+    capture); returns whether it was done."""
+    if _take_stderr():
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            level = logging.WARNING if fd == 2 else logging.INFO
+            _pipe_fd(fd, functools.partial(logging.getLogger(name).log, level))
+    return _real_stderr is not None
+
+
+def filter_native_stderr() -> bool:
+    """Text logs: drop the :data:`NATIVE_NOISE` lines from file descriptor 2, which Ray's C++
+    core writes to directly. Descriptor 2 becomes a pipe whose lines a thread copies to the
+    real stderr; ``sys.stderr`` (log lines, progress bars, tracebacks) writes to the real
+    stderr directly. Only for a real process; returns whether it was done."""
+    if _take_stderr():
+        real = sys.stderr = _real_stderr
+
+        def copy(line: str) -> None:
+            real.write(line + "\n")
+
+        _pipe_fd(2, copy, strip_colours=False)
+    return _real_stderr is not None
+
+
+def _take_stderr() -> bool:
+    """Keep a stream on the real stderr (``_real_stderr``) before descriptor 2 is redirected.
+    False when that was done already, or when descriptors 1 and 2 are not this process's own
+    (a test runner's capture)."""
     global _real_stderr
     if _real_stderr is not None:
-        return True
+        return False
     try:
         if sys.stderr.fileno() != 2 or sys.stdout.fileno() != 1:
             return False
@@ -172,23 +250,23 @@ def wrap_std_fds() -> bool:
     sys.stdout.flush()
     sys.stderr.flush()
     _real_stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        _pipe_fd_to_logger(fd, logging.getLogger(name))
     return True
 
 
-def _pipe_fd_to_logger(fd: int, logger: logging.Logger) -> None:
+def _pipe_fd(fd: int, sink: Callable[[str], Any], strip_colours: bool = True) -> None:
+    """Make ``fd`` a pipe; a thread hands each of its non-empty lines to ``sink`` but the
+    :data:`NATIVE_NOISE` ones."""
     real = os.dup(fd)
     read_end, write_end = os.pipe()
     os.dup2(write_end, fd)
     os.close(write_end)
-    level = logging.WARNING if fd == 2 else logging.INFO
 
     def pump() -> None:
         with os.fdopen(read_end, "r", encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.strip():
-                    logger.log(level, _ANSI.sub("", line.rstrip("\n")))
+                text = line.rstrip("\n")
+                if text.strip() and not is_noise(text):
+                    sink(_ANSI.sub("", text) if strip_colours else text)
 
     thread = threading.Thread(target=pump, name=f"genderscore-fd{fd}", daemon=True)
     thread.start()

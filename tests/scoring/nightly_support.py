@@ -141,6 +141,18 @@ def wait_for(predicate, timeout: float, what: str, proc=None, log: Path | None =
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}:\n{tail}")
 
 
+def finished_parts(parts: Path) -> list[Path]:
+    """Parts with a readable footer (a part being written has none yet)."""
+    done = []
+    for f in sorted(parts.glob("*.parquet")) if parts.is_dir() else []:
+        try:
+            pq.read_metadata(f)
+            done.append(f)
+        except Exception:  # noqa: BLE001 - half-written: not finished
+            continue
+    return done
+
+
 def kill_driver_when(command: list[str], log: Path, ready, what: str):
     """Run ``command`` (a scoring run) in its own session; once ``ready()`` is truthy, SIGKILL
     its driver only (no finally, no atexit), then end everything it started: the local Ray a
@@ -159,10 +171,11 @@ def kill_driver_when(command: list[str], log: Path, ready, what: str):
     return proc
 
 
-def run_to_the_end(command: list[str], log: Path, timeout: float = 900) -> None:
-    """Run ``command`` in its own session and check it exits 0 (its log's tail if not)."""
-    proc = spawn(command, log)
+def run_to_end(command: list[str], log: Path, env: dict | None = None, timeout: float = 900):
+    """Run ``command`` in its own session until it ends; fail with the log's tail unless it
+    exits 0 (a rerun that must resume and commit)."""
+    proc = spawn(command, log, env)
     try:
-        assert proc.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+        assert proc.wait(timeout=timeout) == 0, log.read_text(errors="replace")[-3000:]
     finally:
         end_session(proc)

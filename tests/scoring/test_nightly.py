@@ -225,3 +225,82 @@ def test_json_logs_carry_the_run_id(ray_local, faces, model_paths, tmp_path, cap
     # text logs show the run id too
     code, out, err = scoring([*args[:-4], "--max-error-rate", "0.5"], capsys)
     assert code == 0 and f"[run {run_id}]" in err and "nothing to do" in out
+
+
+def test_incremental_backfill_rerun_and_force_on_a_middle_date(
+    ray_local, faces, model_paths, tmp_path, capsys
+):
+    """Dates scored out of order (a backfill) with --incremental: every id is scored ok once,
+    by the first run that commits it; reruns of committed dates stay no-ops; --force on a
+    middle date with its own manifest keeps every id once, with another manifest it is refused
+    while a later-scored date left ids out because of it."""
+    root = tmp_path / "scores"
+    base = ["--models", model_paths[0], "--out", str(root), "--id-column", "image_id"]
+    base += ["--no-progress", "--batch-size", "4", "--incremental"]
+
+    def run_date(day: str, ids, *more: str) -> tuple[int, str, str]:
+        manifest = tmp_path / f"{day}-{ids[0]}-{ids[-1]}.csv"
+        write_manifest(manifest, id_rows(ids, faces))
+        return scoring(["--manifest", str(manifest), *base, "--run-date", day, *more], capsys)
+
+    def held() -> dict[str, list[str]]:
+        out = {}
+        for folder in sorted(root.glob("run_date=*")):
+            out[folder.name[len("run_date=") :]] = sorted(read_date(folder)["id"].to_pylist())
+        return out
+
+    def names(ids) -> list[str]:
+        return sorted(f"img{i}" for i in ids)
+
+    assert run_date("2026-11-27", list(range(10)))[0] == 0  # the later date first
+    code, _, err = run_date("2026-11-25", list(range(5, 15)))  # backfill an earlier date
+    assert code == 0, err
+    assert held() == {"2026-11-25": names(range(10, 15)), "2026-11-27": names(range(10))}
+    s25 = summary_of(root / "run_date=2026-11-25")
+    assert [(Path(x["output"]).name, x["rows"]) for x in s25["incremental"]["sources"]] == [
+        ("run_date=2026-11-27", 5)
+    ]
+    # reruns after the backfill: both dates are committed and stay as they are
+    for day, ids in (("2026-11-27", list(range(10))), ("2026-11-25", list(range(5, 15)))):
+        code, out, err = run_date(day, ids)
+        assert code == 0 and "nothing to do" in out, err
+    # a middle date: draws on the dates on both sides
+    code, _, err = run_date("2026-11-26", list(range(20)))
+    assert code == 0, err
+    assert held()["2026-11-26"] == names(range(15, 20))
+    first = summary_of(root / "run_date=2026-11-26")["run_id"]
+    # --force on the middle date, same manifest: scored again, same ids, others untouched
+    before = {d: summary_of(root / f"run_date={d}")["run_id"] for d in ("2026-11-25", "2026-11-27")}
+    code, _, err = run_date("2026-11-26", list(range(20)), "--force")
+    assert code == 0, err
+    again = summary_of(root / "run_date=2026-11-26")
+    assert again["run_id"] != first and again["rows_skipped"] == 15
+    assert held()["2026-11-26"] == names(range(15, 20))
+    assert before == {d: summary_of(root / f"run_date={d}")["run_id"] for d in before}
+    # a date scored later draws on the middle date...
+    assert run_date("2026-11-28", list(range(15, 23)))[0] == 0
+    assert held()["2026-11-28"] == names(range(20, 23))
+    # ...so rescoring the middle date with a manifest that lacks img18, img19 would lose them
+    code, _, err = run_date("2026-11-26", list(range(15, 18)), "--force")
+    assert code == 2 and "would lose ids: run_date=2026-11-28 left ids out" in err, err
+    assert held()["2026-11-26"] == names(range(15, 20))
+    # every id of every manifest is held ok exactly once across the dates
+    table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    ids = table["id"].to_pylist()
+    assert sorted(ids) == names(range(23)) and set(table["status"].to_pylist()) == {"ok"}
+
+
+def test_incremental_runs_of_one_output_take_turns(faces, model_paths, tmp_path, capsys):
+    import fcntl
+
+    root = tmp_path / "scores"
+    root.mkdir()
+    write_manifest(tmp_path / "m.csv", id_rows(range(3), faces))
+    args = ["--manifest", str(tmp_path / "m.csv"), "--models", model_paths[0], "--out",
+            str(root), "--id-column", "image_id", "--incremental"]  # fmt: skip
+    with open(root / ".incremental.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another incremental run
+        code, _, err = scoring(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "another --incremental run is scoring a date under" in err and "wait for it" in err
+    assert [p.name for p in root.iterdir()] == [".incremental.lock"]  # nothing else written

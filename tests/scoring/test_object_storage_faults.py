@@ -14,7 +14,7 @@ import pytest
 from nightly_support import (
     end_session,
     kill_driver_when,
-    run_to_the_end,
+    run_to_end,
     spawn,
     wait_for,
     write_faces,
@@ -86,7 +86,7 @@ def test_the_endpoint_going_away_mid_run_fails_the_run_and_the_rerun_resumes(
     kept = finished_parts(s3, prefix)
 
     relay.start()  # the server is back, on the same port, with the parts written so far
-    run_to_the_end(command, tmp_path / "attempt2.log", timeout=600)
+    run_to_end(command, tmp_path / "attempt2.log", timeout=600)
     table, summary = committed_rows(s3, f"s3://{prefix}")
     assert table["row"].to_pylist() == list(range(ROWS))  # every row, exactly once
     assert set(table["status"].to_pylist()) == {"ok"}
@@ -129,7 +129,7 @@ def test_kill_the_driver_of_an_s3_run_then_rerun_scores_every_row_once(s3, model
     assert first.returncode == -signal.SIGKILL
     assert read_committed(f"s3://{prefix}", s3.storage()) is None
 
-    run_to_the_end(command, tmp_path / "attempt2.log")
+    run_to_end(command, tmp_path / "attempt2.log")
     table, summary = committed_rows(s3, f"s3://{prefix}")
     assert table["row"].to_pylist() == list(range(ROWS))
     assert table["id"].to_pylist() == [f"img{i}" for i in range(ROWS)]

@@ -72,19 +72,28 @@ def test_root_confinement_follows_symlinks(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("cpus", "workers", "threads", "want"),
+    ("cpus", "workers", "threads", "largest", "want"),
     [
-        (2, None, 1, (2, 1, 0.5)),  # two single-thread actors, one CPU left for Ray Data
-        (2, None, 2, (1, 2, 1.0)),
-        (16, None, 1, (16, 1, 0.9375)),
-        (3, 3, 1, (3, 1, 0.6666)),
-        (1, None, 1, (1, 1, 0.0)),
+        (2, None, 1, 0, (2, 1, 0.5)),  # two single-thread actors, one CPU left for Ray Data
+        (2, None, 2, 0, (1, 2, 1.0)),
+        (16, None, 1, 0, (16, 1, 0.9375)),
+        (3, 3, 1, 0, (3, 1, 0.6666)),
+        (1, None, 1, 0, (1, 1, 0.0)),
+        (2, None, 1, 2, (2, 1, 0.5)),  # one node: nothing to leave room for
+        # several nodes: the actors of a lost largest node fit on the others
+        (4, 2, 1, 2, (2, 1, 0.5)),
+        (24, None, 1, 8, (24, 1, 0.625)),
+        (3, 2, 1, 2, (2, 1, 1.0)),  # 1 + 2 CPUs: no room can be left (tested on a cluster)
     ],
 )
-def test_worker_plan_leaves_a_cpu_for_ray_data(cpus, workers, threads, want):
-    plan = plan_workers(cpus, workers, threads)
+def test_worker_plan_leaves_a_cpu_for_ray_data_and_room_for_a_lost_node(
+    cpus, workers, threads, largest, want
+):
+    plan = plan_workers(cpus, workers, threads, largest)
     assert (plan.workers, plan.threads, plan.actor_cpus) == want
     assert plan.workers * plan.actor_cpus <= max(0, cpus - 1)
+    if 0 < largest < cpus - 1:
+        assert plan.workers * plan.actor_cpus <= cpus - largest - 1
 
 
 def test_option_checks_name_the_option(tmp_path):

@@ -57,6 +57,19 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def lock_or_refuse(fh: Any, busy: str) -> None:
+    """Take an exclusive ``flock`` on the open file ``fh`` at once; UsageError ``busy`` when
+    another process holds it (the lock goes with the file's closing or the process's end)."""
+    import fcntl
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise UsageError(busy) from None
+        raise
+
+
 @dataclass
 class RunState:
     """What a staging folder belongs to; written before any part."""
@@ -140,20 +153,14 @@ class RunLayout:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold ``.OUT.lock`` for the run (fails at once if another run holds it)."""
-        import fcntl
-
         self.final.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.lock_file, "a+")  # noqa: SIM115 - held for the whole run
         try:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise UsageError(
-                        f"another run is writing {self.final} (it holds {self.lock_file}): "
-                        "wait for it to finish"
-                    ) from None
-                raise
+            lock_or_refuse(
+                fh,
+                f"another run is writing {self.final} (it holds {self.lock_file}): "
+                "wait for it to finish",
+            )
             yield
         finally:
             fh.close()

@@ -26,7 +26,6 @@ one prefix at once.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ErrorRateExceeded, GenderscoreError, UsageError
-from scoring.layout import SUCCESS, SUMMARY, RunLayout
+from scoring.layout import SUCCESS, SUMMARY, RunLayout, lock_or_refuse
 from scoring.run import ScoringResult, score_manifest
 from scoring.storage import (
     StorageOptions,
@@ -155,8 +154,6 @@ def run_nightly(
 def incremental_turn(root: Path) -> Iterator[None]:
     """Hold ``ROOT/.incremental.lock`` (hidden from dataset readers) for an incremental run;
     UsageError at once when another one holds it."""
-    import fcntl
-
     path = root / INCREMENTAL_LOCK
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -166,16 +163,12 @@ def incremental_turn(root: Path) -> Iterator[None]:
             f"cannot write {path}: {exc.strerror}; choose an --out you can write to"
         ) from None
     with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise UsageError(
-                    f"another --incremental run is scoring a date under {root} (it holds "
-                    f"{path}): incremental dates are scored one at a time so that no id is "
-                    "scored twice; wait for it to finish"
-                ) from None
-            raise
+        lock_or_refuse(
+            fh,
+            f"another --incremental run is scoring a date under {root} (it holds {path}): "
+            "incremental dates are scored one at a time so that no id is scored twice; wait "
+            "for it to finish",
+        )
         yield
 
 

@@ -179,3 +179,19 @@ def run_to_end(command: list[str], log: Path, env: dict | None = None, timeout: 
         assert proc.wait(timeout=timeout) == 0, log.read_text(errors="replace")[-3000:]
     finally:
         end_session(proc)
+
+
+def nightly_job(tmp_path: Path, model: str, rows: int, run_date: str, *extra: str) -> list[str]:
+    """Faces, a manifest of ``rows`` ids and a config file in ``tmp_path`` (40 rows per part:
+    some parts are finished when a test stops the run; ``extra``: more TOML lines); returns
+    the command that runs it."""
+    import sys
+
+    faces = write_faces(tmp_path / "faces", 8)
+    write_manifest(tmp_path / "m.csv", id_rows(range(rows), faces))
+    lines = ['manifest = "m.csv"', f"models = [{json.dumps(model)}]", 'out = "scores"']
+    lines += [f'run_date = "{run_date}"', 'id_column = "image_id"', "batch_size = 8"]
+    lines += ["rows_per_file = 40", *extra]
+    config = tmp_path / "nightly.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return [sys.executable, "-m", "scoring", "run", "--config", str(config)]

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 
 from nightly_support import (
     finished_parts,
-    id_rows,
     kill_driver_when,
+    nightly_job,
     read_date,
     run_to_end,
     summary_of,
-    write_faces,
-    write_manifest,
 )
 
 ROWS = 800
@@ -24,25 +21,7 @@ DATE = "2026-11-27"
 
 
 def test_kill_the_driver_mid_run_then_rerun_scores_every_row_once(model_paths, tmp_path):
-    faces = write_faces(tmp_path / "faces", 8)
-    write_manifest(tmp_path / "m.csv", id_rows(range(ROWS), faces))
-    config = tmp_path / "nightly.toml"
-    config.write_text(
-        "\n".join(
-            [
-                'manifest = "m.csv"',
-                f"models = [{json.dumps(model_paths[0])}]",
-                'out = "scores"',
-                f'run_date = "{DATE}"',
-                'id_column = "image_id"',
-                "batch_size = 8",
-                "rows_per_file = 40",  # many small parts: some are finished when we kill
-                'log_format = "json"',
-            ]
-        )
-        + "\n"
-    )
-    command = [sys.executable, "-m", "scoring", "run", "--config", str(config)]
+    command = nightly_job(tmp_path, model_paths[0], ROWS, DATE, 'log_format = "json"')
     staging = tmp_path / "scores" / f".run_date={DATE}.staging"
     log1 = tmp_path / "attempt1.log"
     first = kill_driver_when(

@@ -7,7 +7,6 @@ the stop handling on its own, with real signals sent to this process."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import signal
@@ -20,15 +19,13 @@ import pytest
 from nightly_support import (
     end_session,
     finished_parts,
-    id_rows,
+    nightly_job,
     read_date,
     run_to_end,
     session_pids,
     spawn,
     summary_of,
     wait_for,
-    write_faces,
-    write_manifest,
 )
 
 from models.errors import EXIT_SIGINT, EXIT_SIGTERM, RunStopped
@@ -107,25 +104,7 @@ def test_no_stop_handling_outside_the_main_thread():
 
 def write_job(tmp_path: Path, model: str) -> list[str]:
     """A manifest of ROWS ids, a config file, and the command that runs it."""
-    faces = write_faces(tmp_path / "faces", 8)
-    write_manifest(tmp_path / "m.csv", id_rows(range(ROWS), faces))
-    config = tmp_path / "nightly.toml"
-    config.write_text(
-        "\n".join(
-            [
-                'manifest = "m.csv"',
-                f"models = [{json.dumps(model)}]",
-                'out = "scores"',
-                f'run_date = "{DATE}"',
-                'id_column = "image_id"',
-                "batch_size = 8",
-                "rows_per_file = 40",  # many small parts: some are finished when the signal comes
-                "progress = false",
-            ]
-        )
-        + "\n"
-    )
-    return [sys.executable, "-m", "scoring", "run", "--config", str(config)]
+    return nightly_job(tmp_path, model, ROWS, DATE, "progress = false")
 
 
 def lock_is_free(lock: Path) -> bool:

@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -98,11 +99,17 @@ def ray_session(address: str | None) -> Iterator[str]:
 
 def _init(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
     """``ray.init``; a failure is one GenderscoreError, a stop during it leaves no Ray behind."""
+    mask = None if address else _block_sigterm()
     try:
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(**kwargs)
+        signals.reinstall()  # ray.init took SIGTERM over (see scoring.internal.signals)
+        if mask is not None:
+            # a SIGTERM that came during the start is handled here, by the run's handler
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            mask = None
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise GenderscoreError(f"cannot start or join {where}: {exc}") from None
@@ -114,7 +121,25 @@ def _init(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
             # ray.init's own SIGTERM handler (sys.exit(15)) was in place until ours is back
             raise signals.StopRequested(signal.SIGTERM) from None
         raise
-    signals.reinstall()  # ray.init took SIGTERM over (see scoring.internal.signals)
+    finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _block_sigterm() -> set[signal.Signals] | None:
+    """Block SIGTERM while a local Ray starts, so that its processes never see one meant for
+    the run; returns the mask to restore (None outside the main thread, which signals skip).
+
+    The GCS, raylet and agents a local ``ray.init`` starts are in this process's process group
+    and cgroup, so a stop sent to the whole group (``kill -TERM -PGID``, a cron wrapper) or to
+    every process of a systemd unit (its default ``KillMode``) reaches them too. Gone before
+    this process has shut Ray down, they leave it waiting 60 s for the GCS and exiting 1
+    (seen once in four stops). A blocked signal stays blocked across ``exec`` (Ray blocks
+    SIGINT for them the same way), and the run's own shutdown ends them: ``ray.shutdown``
+    gives each 1 s for SIGTERM, then sends SIGKILL."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 def join_dataset_threads(timeout: float = 60.0) -> None:

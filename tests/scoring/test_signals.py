@@ -32,7 +32,7 @@ from models.errors import EXIT_SIGINT, EXIT_SIGTERM, RunStopped
 from scoring.internal import signals
 
 REPO = Path(__file__).resolve().parents[2]
-ROWS = 2000
+ROWS = 1000
 DATE = "2026-11-27"
 #: Lines a clean stop must not print (Ray's C++ stack trace on SIGTERM, its abort, Ray Data's
 #: failure line, a traceback, Ray's warnings that are no problem of the run).

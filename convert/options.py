@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.metadata import NAME_PATTERN
+from models.descriptor import check_model_name
 from models.errors import UsageError
 from models.framing import Framing, parse_face_mode
 from models.preprocessing import PREPROCESSING
@@ -72,11 +72,8 @@ def check_options(opts: ConvertOptions) -> ConvertOptions:
             raise UsageError(
                 f"--positive {opts.positive!r} is not one of --class-names {','.join(opts.class_names)}"
             )
-    if opts.name is not None and not NAME_PATTERN.match(opts.name):
-        raise UsageError(
-            f"--name {opts.name!r}: use a letter then letters, digits or '_' (at most 64);"
-            " it becomes the scoring column p_<name>"
-        )
+    if opts.name is not None:
+        check_model_name(opts.name, "--name", UsageError)
     max_opset = _max_opset()
     if not MIN_OPSET <= opts.opset <= max_opset:
         raise UsageError(f"--opset {opts.opset}: choose between {MIN_OPSET} and {max_opset}")

@@ -15,15 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.errors import DataError
+from scoring.modelset import MODEL_FILE_KEYS, ModelFile
 
 FORMAT = "genderscore-ensemble"
 SCHEMA_VERSION = 1
@@ -32,8 +31,6 @@ CALIBRATIONS = ("none", "platt", "isotonic")
 # Probabilities arrive as float32 and saturate at 0 or 1; clipping keeps their logits finite
 # (about +-16), which is also where float32 sigmoid outputs stop changing.
 EPS = 1e-7
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Keys that describe a tuning run (when, where the scores were) rather than what was tuned:
 # left out of the version hash so the same data and seed give the same version.
 _UNHASHED = ("version", "created_at", "tuned_with")
@@ -142,33 +139,6 @@ def jsonable(obj: Any) -> Any:
 
 
 # --- the file -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MemberModel:
-    """One model of the ensemble, as scoring's Parquet metadata describes it."""
-
-    name: str
-    path: str
-    sha256: str
-    input_size: tuple[int, int]
-    class_names: tuple[str, str]
-    positive_class: str
-
-    @property
-    def column(self) -> str:
-        """The scoring column holding this model's probabilities."""
-        return f"p_{self.name}"
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "sha256": self.sha256,
-            "input_size": list(self.input_size),
-            "class_names": list(self.class_names),
-            "positive_class": self.positive_class,
-        }
 
 
 class EnsembleSpec:
@@ -312,7 +282,7 @@ class EnsembleSpec:
     # the contract
 
     @property
-    def models(self) -> list[MemberModel]:
+    def models(self) -> list[ModelFile]:
         """Members in the order their columns enter the combiner."""
         return list(self._models)
 
@@ -433,33 +403,16 @@ def _floats(values: Any, what: str, fail) -> np.ndarray:
     return arr
 
 
-def _member(m: Any, i: int, classes: set[str], fail) -> MemberModel:
+def _member(m: Any, i: int, classes: set[str], fail) -> ModelFile:
     if not isinstance(m, dict):
         fail(f"models[{i}] must be an object")
-    for key in ("name", "path", "sha256", "input_size", "class_names", "positive_class"):
-        if key not in m:
-            fail(f"models[{i}] is missing {key!r}")
+    missing = [key for key in MODEL_FILE_KEYS if key not in m]
+    if missing:
+        fail(f"models[{i}] is missing {', '.join(map(repr, missing))}")
     name = m["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        fail(f"models[{i}].name {name!r} must be letters, digits, '_', '.' or '-'")
-    if not isinstance(m["sha256"], str) or not _SHA256.match(m["sha256"]):
-        fail(f"model {name!r}: sha256 must be 64 lowercase hex digits")
-    size = m["input_size"]
-    if (
-        not isinstance(size, list)
-        or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        fail(f"model {name!r}: input_size must be [height, width], got {size!r}")
     if not isinstance(m["class_names"], list) or set(m["class_names"]) != classes:
         fail(f"model {name!r}: class_names {m['class_names']!r} differ from the ensemble's")
-    if m["positive_class"] not in classes:
-        fail(f"model {name!r}: positive_class {m['positive_class']!r} is not a class name")
-    return MemberModel(
-        name=name,
-        path=str(m["path"]),
-        sha256=m["sha256"],
-        input_size=(int(size[0]), int(size[1])),
-        class_names=tuple(m["class_names"]),
-        positive_class=m["positive_class"],
-    )
+    try:
+        return ModelFile(**{key: m[key] for key in MODEL_FILE_KEYS})
+    except DataError as exc:
+        fail(f"models[{i}] {name!r}: {exc}")

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ensemble.groups import AuditOptions, Grouping, make_grouping
 from models.descriptor import COLUMN_PREFIX, column_name
 from models.errors import DataError, UsageError
+from models.probabilities import flip_where
 from scoring.modelset import MODEL_FILE_KEYS
 
 META_KEY = b"genderscore"
@@ -298,9 +299,10 @@ def labeled_scores(
                 f"{scores.path}: {n_nan} ok row(s) have a NaN score in {column_name(name)}: re-score them "
                 "or mark them as errors"
             )
-    X = np.column_stack([raw[m["name"]] for m in chosen]).astype(np.float64)
-    flip = [m["positive_class"] != positive for m in chosen]
-    X[:, flip] = 1.0 - X[:, flip]
+    X = flip_where(
+        np.column_stack([raw[m["name"]] for m in chosen]),
+        [m["positive_class"] != positive for m in chosen],
+    )
     id_col = "id" if "id" in scores.table.column_names else "row"
     ids = np.asarray(scores.table.column(id_col).to_numpy(zero_copy_only=False)[ok]).astype(str)
     return LabeledScores(

@@ -22,6 +22,7 @@ from models.errors import DataError
 from models.inference import ModelInfo, load_for_inference, positive_scores, resolve_model_info
 from models.internal.validation import check_choice, check_positive_int
 from models.metrics import binary_metrics
+from models.probabilities import decide
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def evaluate(
     )
     scores = positive_scores(keras_model, decoded, info, batch_size)
     negative, pos = info.target_names
-    predicted = [pos if s >= threshold else negative for s in scores]
+    predicted = decide(scores, threshold, pos, negative).tolist()
     metrics = binary_metrics(decoded.targets, scores, threshold, class_names=info.target_names)
     metrics.update(
         {

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import DataError
+from models.probabilities import decide, flip_where, sigmoid
 from scoring.modelset import MODEL_FILE_KEYS, ModelFile
 
 FORMAT = "genderscore-ensemble"
@@ -43,18 +44,6 @@ def to_logits(p: np.ndarray) -> np.ndarray:
     """Log-odds of probabilities, clipped to ``[EPS, 1 - EPS]`` first (NaN stays NaN)."""
     p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0 - EPS)
     return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Logistic function, stable for large ``|z|``."""
-    z = np.asarray(z, dtype=np.float64)
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    out[np.isnan(z)] = np.nan
-    return out
 
 
 def combine_mean(P: np.ndarray) -> np.ndarray:
@@ -359,9 +348,7 @@ class EnsembleSpec:
         if bad.any():
             col = self._models[int(np.nonzero(bad.any(axis=0))[0][0])].name
             raise DataError(f"probabilities of model {col!r} must lie in [0, 1]")
-        flip = [m.positive_class != self.positive_class for m in self._models]
-        P[:, flip] = 1.0 - P[:, flip]
-        return P
+        return flip_where(P, [m.positive_class != self.positive_class for m in self._models])
 
     def combine_matrix(self, P: np.ndarray) -> np.ndarray:
         """Combiner then calibration on an oriented ``(n, m)`` matrix, as float32."""
@@ -378,11 +365,7 @@ class EnsembleSpec:
 
     def decide(self, p: np.ndarray) -> np.ndarray:
         """Class names (object array): positive where ``p >= threshold``, None where p is NaN."""
-        p = np.asarray(p, dtype=np.float64)
-        out = np.where(p >= self.threshold, self.positive_class, self.negative_class)
-        out = out.astype(object)
-        out[np.isnan(p)] = None
-        return out
+        return decide(p, self.threshold, self.positive_class, self.negative_class)
 
     def __repr__(self) -> str:
         names = ", ".join(m.name for m in self._models)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from ensemble.scores import META_KEY, ScoresFile
 from models.errors import DataError
 from models.probabilities import flip_where
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 
 DECISION_COLUMNS = ("p_ensemble", "label", "threshold", "ensemble_version")
 

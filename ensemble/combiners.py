@@ -2,7 +2,7 @@
 
 ``X`` is an ``(n, m)`` array of P(positive) per model, oriented to the ensemble's positive
 class. ``fit`` learns the parameters (if any); ``predict_proba`` calls the apply-time function
-in :mod:`scoring.ensemble_file`, so fitting and applying share one piece of math.
+in :mod:`scoring.ensemble_math`, so fitting and applying share one piece of math.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from sklearn.utils.validation import check_is_fitted
 from ensemble.internal.threads import one_blas_thread
 from ensemble.internal.validation import check_matrix
 from models.errors import UsageError
+from models.jsonable import jsonable
 from models.probabilities import sigmoid
-from scoring.ensemble_file import EPS, METHODS, apply_combiner, jsonable, to_logits
+from scoring.ensemble_math import EPS, METHODS, apply_combiner, to_logits
 
 
 class Combiner(ClassifierMixin, BaseEstimator):

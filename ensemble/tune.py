@@ -15,7 +15,7 @@ from ensemble.groups import AuditOptions, Grouping, audit, select_threshold_with
 from ensemble.scores import LabeledScores, ScoresFile, labeled_scores, score_groupings
 from ensemble.thresholds import Objective, select_threshold
 from models.metrics import binary_metrics, equal_error_rate
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 from scoring.modelset import MODEL_FILE_KEYS
 
 

@@ -1,19 +1,11 @@
-"""ensemble.json and the apply-time math of an ensemble (docs/contracts.md, "the ensemble
-file").
-
-Scoring is the first stage that applies an ensemble, so the file format and the pure combining
-functions live here; ``ensemble/`` fits their parameters and calls the same functions, so there
-is one piece of math, not two. Only numpy and the standard library: a scoring node imports this.
-
-Every combining function takes ``P``, an ``(n, m)`` float array of probabilities of the
-ensemble's positive class (one column per member, already oriented), and returns ``(n,)``
-float64 probabilities; NaN in a row gives NaN for that row.
+"""The ensemble file's schema (docs/contracts.md, "the ensemble file"): :class:`EnsembleSpec`
+checks ensemble.json's content in one place and applies it (members, combiner, calibration,
+threshold); :mod:`scoring.ensemble_io` reads and writes the text, :mod:`scoring.ensemble_math`
+holds the combining functions. A scoring node imports this: numpy and the standard library.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,112 +14,14 @@ from typing import Any
 import numpy as np
 
 from models.errors import DataError
-from models.probabilities import decide, flip_where, sigmoid
+from models.jsonable import jsonable
+from models.probabilities import decide, flip_where
+from scoring.ensemble_io import content_version, read_ensemble_json, write_ensemble_json
+from scoring.ensemble_math import CALIBRATIONS, METHODS, apply_calibration, apply_combiner
 from scoring.modelset import MODEL_FILE_KEYS, ModelFile
 
 FORMAT = "genderscore-ensemble"
 SCHEMA_VERSION = 1
-METHODS = ("mean", "weighted", "logit", "stacking")
-CALIBRATIONS = ("none", "platt", "isotonic")
-# Probabilities arrive as float32 and saturate at 0 or 1; clipping keeps their logits finite
-# (about +-16), which is also where float32 sigmoid outputs stop changing.
-EPS = 1e-7
-# Keys that describe a tuning run (when, where the scores were) rather than what was tuned:
-# left out of the version hash so the same data and seed give the same version.
-_UNHASHED = ("version", "created_at", "tuned_with")
-
-
-# --- pure apply-time functions ------------------------------------------------------------
-
-
-def to_logits(p: np.ndarray) -> np.ndarray:
-    """Log-odds of probabilities, clipped to ``[EPS, 1 - EPS]`` first (NaN stays NaN)."""
-    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def combine_mean(P: np.ndarray) -> np.ndarray:
-    """Mean of the members' probabilities."""
-    return np.asarray(P, dtype=np.float64).mean(axis=1)
-
-
-def combine_weighted(P: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of probabilities; ``weights`` are non-negative and sum to 1."""
-    return np.asarray(P, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
-
-
-def combine_logit_mean(P: np.ndarray) -> np.ndarray:
-    """Sigmoid of the mean of the members' logits (a geometric mean of odds)."""
-    return sigmoid(to_logits(P).mean(axis=1))
-
-
-def combine_stacking(P: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
-    """Logistic regression on the members' logits: ``sigmoid(intercept + logits @ coef)``."""
-    return sigmoid(float(intercept) + to_logits(P) @ np.asarray(coef, dtype=np.float64))
-
-
-def calibrate_platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Platt scaling on the logit: ``sigmoid(a * logit(p) + b)``."""
-    return sigmoid(float(a) * to_logits(p) + float(b))
-
-
-def calibrate_isotonic(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A fitted isotonic map: linear between its knots, clipped outside (as scikit-learn's
-    ``IsotonicRegression(out_of_bounds="clip").predict``)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.interp(p, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    out[np.isnan(p)] = np.nan
-    return out
-
-
-def apply_combiner(method: str, params: Mapping[str, Any], P: np.ndarray) -> np.ndarray:
-    """Dispatch on the combiner's name with its fitted parameters."""
-    if method == "mean":
-        return combine_mean(P)
-    if method == "weighted":
-        return combine_weighted(P, params["weights"])
-    if method == "logit":
-        return combine_logit_mean(P)
-    if method == "stacking":
-        return combine_stacking(P, params["coef"], params["intercept"])
-    raise DataError(f"unknown ensemble method {method!r}: use one of {', '.join(METHODS)}")
-
-
-def apply_calibration(method: str, params: Mapping[str, Any], p: np.ndarray) -> np.ndarray:
-    """Dispatch on the calibration's name (``none`` returns ``p`` unchanged)."""
-    if method == "none":
-        return np.asarray(p, dtype=np.float64)
-    if method == "platt":
-        return calibrate_platt(p, params["a"], params["b"])
-    if method == "isotonic":
-        return calibrate_isotonic(p, params["x"], params["y"])
-    raise DataError(f"unknown calibration {method!r}: use one of {', '.join(CALIBRATIONS)}")
-
-
-def content_version(content: Mapping[str, Any]) -> str:
-    """The version of an ensemble: SHA-256 (16 hex) of its canonical JSON, without the keys
-    that describe the run (``version``, ``created_at``, ``tuned_with``)."""
-    body = {k: v for k, v in content.items() if k not in _UNHASHED}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays to Python, NaN and infinities to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
-# --- the file -------------------------------------------------------------------------------
 
 
 class EnsembleSpec:
@@ -147,27 +41,7 @@ class EnsembleSpec:
     @classmethod
     def load(cls, path: str | Path) -> EnsembleSpec:
         """Read and validate ``ensemble.json``; a DataError says what is wrong with it."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(
-                f"ensemble file {path} does not exist: make one with 'genderscore ensemble tune'"
-            ) from None
-        except OSError as exc:
-            raise DataError(f"cannot read ensemble file {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise DataError(
-                f"ensemble file {path} is not a JSON text file (not UTF-8): give the "
-                "ensemble.json that 'genderscore ensemble tune' wrote"
-            ) from None
-        try:
-            content = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"ensemble file {path} is not valid JSON: {exc}") from None
-        if not isinstance(content, dict):
-            raise DataError(f"ensemble file {path} must hold a JSON object")
-        return cls(content, source=str(path))
+        return cls(read_ensemble_json(path), source=str(Path(path)))
 
     @classmethod
     def build(cls, content: Mapping[str, Any]) -> EnsembleSpec:
@@ -181,11 +55,7 @@ class EnsembleSpec:
         return dict(self.content)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.content, indent=2, allow_nan=False) + "\n"
-        path.write_text(text, encoding="utf-8")
-        return path
+        return write_ensemble_json(self.content, path)
 
     # validation: every check in one place, each with a precise message
 

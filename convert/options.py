@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.descriptor import check_model_name
+from models.descriptor import ModelDescriptor, check_model_name
 from models.errors import UsageError
 from models.framing import Framing, parse_face_mode
 from models.preprocessing import PREPROCESSING
@@ -112,21 +112,14 @@ def _max_opset() -> int:
         return 18
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What the conversion uses, and where each value came from."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(ModelDescriptor):
+    """What the conversion uses (the model's descriptor, preprocessing and framing), and where
+    each value came from."""
 
     preprocessing: str
-    class_names: tuple[str, str]
-    positive_class: str
-    name: str
-    input_size: tuple[int, int]
     sources: dict[str, str]
     framing: Framing = Framing()
-
-    @property
-    def positive_index(self) -> int:
-        return self.class_names.index(self.positive_class)
 
 
 def resolve_settings(
@@ -217,7 +210,15 @@ def resolve_settings(
         sources["framing"] = "option"
     else:
         sources["framing"] = "run.json" if recorded_framing else "default"
-    return Settings(preprocessing, class_names, positive, name, tuple(input_size), sources, framing)
+    return Settings(
+        name=name,
+        input_size=tuple(input_size),
+        class_names=class_names,
+        positive_class=positive,
+        preprocessing=preprocessing,
+        sources=sources,
+        framing=framing,
+    )
 
 
 def _default_name(model_path: Path) -> str:

@@ -119,6 +119,10 @@ def test_check_models():
         (lambda c: c["combiner"].update(method="median"), "combiner.method must be one of"),
         (lambda c: c["combiner"]["params"].update(weights=[0.5]), "2 non-negative numbers"),
         (lambda c: c["models"][0].update(sha256="xyz"), "sha256 must be 64"),
+        (
+            lambda c: c["models"][1].update(name="b-1"),
+            r"models\[1\] 'b-1': model name 'b-1' must be a letter then letters, digits or '_'",
+        ),
         (lambda c: c.update(format="other"), "not an ensemble file"),
     ],
 )

@@ -137,7 +137,7 @@ def compare_int8(
         rows[meta.name] = row
     result: dict = {"n": int(len(y)), "batch": batch, "models": rows, "ensemble": None}
     if ensemble is not None:
-        from scoring.ensemble_file import EnsembleSpec
+        from scoring.ensemble_spec import EnsembleSpec
 
         spec = EnsembleSpec.load(ensemble)
         p32 = spec.combine(fp32_probs)

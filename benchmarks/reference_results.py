@@ -363,7 +363,7 @@ def stage_evaluate(r: Recipe) -> None:
     from ensemble.scores import labeled_scores, read_scores
     from ensemble.thresholds import parse_objective, select_threshold
     from models.metrics import binary_metrics
-    from scoring.ensemble_file import EnsembleSpec
+    from scoring.ensemble_spec import EnsembleSpec
 
     scores = {split: read_scores(r.scores(split, "fp32")) for split in SPLITS}
     results: dict[str, Any] = {"objectives": {}, "splits": SPLITS}

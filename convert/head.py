@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import UsageError
+from models.probabilities import flip_where, sigmoid
 
 #: Head kinds: what the model's own output is.
 SIGMOID, SOFTMAX, LOGIT, LOGITS2 = "sigmoid", "softmax", "logit", "logits2"
@@ -93,7 +94,7 @@ def positive_probability(output: np.ndarray, kind: str, positive_index: int) -> 
     if out.ndim != 2:
         raise ValueError(f"model output must be 2-D, got shape {out.shape}")
     if kind == SIGMOID:
-        return out[:, 0] if positive_index == 1 else 1.0 - out[:, 0]
+        return flip_where(out[:, 0], positive_index != 1)
     if kind == SOFTMAX:
         return out[:, positive_index]
     if kind == LOGIT:
@@ -101,14 +102,3 @@ def positive_probability(output: np.ndarray, kind: str, positive_index: int) -> 
     if kind == LOGITS2:
         return sigmoid(out[:, positive_index] - out[:, 1 - positive_index])
     raise ValueError(f"unknown head kind {kind!r}")
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out

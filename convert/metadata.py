@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from models.descriptor import ModelDescriptor
 from models.errors import DataError
 from models.framing import Framing
 from models.preprocessing import PREPROCESSING
@@ -33,8 +33,6 @@ OUTPUT_NAMES = (PROB_OUTPUT, LOGIT_OUTPUT)
 #: version 1 would score a face-framed model on whole images, so it must refuse it).
 SCHEMA_VERSION = 2
 PREFIX = "genderscore."
-#: A model name becomes the scoring column ``p_<name>``: keep it a plain identifier.
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 _REQUIRED = (
     "schema_version",
@@ -52,16 +50,13 @@ _REQUIRED = (
 _JSON_FIELDS = frozenset({"input_size", "class_names", "versions", "quantization", "framing"})
 
 
-@dataclass(frozen=True)
-class ModelMetadata:
-    """The contract between ``convert`` and the scorer (docs/models-and-convert.md, Metadata)."""
+@dataclass(frozen=True, kw_only=True)
+class ModelMetadata(ModelDescriptor):
+    """The contract between ``convert`` and the scorer (docs/models-and-convert.md, Metadata):
+    the model's descriptor (name, input size, classes) and how it was made."""
 
     schema_version: int
-    name: str
     backbone: str
-    input_size: tuple[int, int]
-    class_names: tuple[str, str]
-    positive_class: str
     preprocessing: str
     source_sha256: str
     versions: dict[str, str]
@@ -72,20 +67,8 @@ class ModelMetadata:
     #: Other ``genderscore.*`` keys (JSON-decoded where they parse), e.g. ``parity``, ``head``.
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    @property
-    def column(self) -> str:
-        """The scoring output column for this model."""
-        return f"p_{self.name}"
-
-    @property
-    def positive_index(self) -> int:
-        return self.class_names.index(self.positive_class)
-
-    @property
-    def negative_class(self) -> str:
-        return self.class_names[1 - self.positive_index]
-
     def __post_init__(self) -> None:
+        super().__post_init__()
         _validate(self)
 
     def to_props(self) -> dict[str, str]:
@@ -170,21 +153,11 @@ def set_metadata(model: Any, metadata: ModelMetadata) -> None:
 
 
 def _validate(m: ModelMetadata) -> None:
-    if not isinstance(m.name, str) or not NAME_PATTERN.match(m.name):
-        raise DataError(
-            f"model name {m.name!r} must start with a letter and use only letters, digits"
-            " and '_' (at most 64): it becomes the scoring column p_<name>"
-        )
-    if len(m.class_names) != 2 or m.class_names[0] == m.class_names[1]:
-        raise DataError(f"class_names must be two distinct names, got {list(m.class_names)}")
-    if m.positive_class not in m.class_names:
-        raise DataError(f"positive_class {m.positive_class!r} is not one of {list(m.class_names)}")
+    """What metadata adds to the descriptor's own checks."""
     if m.preprocessing not in PREPROCESSING:
         raise DataError(
             f"unknown preprocessing {m.preprocessing!r} (known: {', '.join(PREPROCESSING)})"
         )
-    if len(m.input_size) != 2 or not all(isinstance(v, int) and v > 0 for v in m.input_size):
-        raise DataError(f"input_size must be two positive integers, got {m.input_size!r}")
     if m.quantization is not None and not isinstance(m.quantization, dict):
         raise DataError(f"quantization must be a mapping or null, got {m.quantization!r}")
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from convert.metadata import NAME_PATTERN
+from models.descriptor import ModelDescriptor, check_model_name
 from models.errors import UsageError
 from models.framing import Framing, parse_face_mode
 from models.preprocessing import PREPROCESSING
@@ -72,11 +72,8 @@ def check_options(opts: ConvertOptions) -> ConvertOptions:
             raise UsageError(
                 f"--positive {opts.positive!r} is not one of --class-names {','.join(opts.class_names)}"
             )
-    if opts.name is not None and not NAME_PATTERN.match(opts.name):
-        raise UsageError(
-            f"--name {opts.name!r}: use a letter then letters, digits or '_' (at most 64);"
-            " it becomes the scoring column p_<name>"
-        )
+    if opts.name is not None:
+        check_model_name(opts.name, "--name", UsageError)
     max_opset = _max_opset()
     if not MIN_OPSET <= opts.opset <= max_opset:
         raise UsageError(f"--opset {opts.opset}: choose between {MIN_OPSET} and {max_opset}")
@@ -115,21 +112,14 @@ def _max_opset() -> int:
         return 18
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What the conversion uses, and where each value came from."""
+@dataclass(frozen=True, kw_only=True)
+class Settings(ModelDescriptor):
+    """What the conversion uses (the model's descriptor, preprocessing and framing), and where
+    each value came from."""
 
     preprocessing: str
-    class_names: tuple[str, str]
-    positive_class: str
-    name: str
-    input_size: tuple[int, int]
     sources: dict[str, str]
     framing: Framing = Framing()
-
-    @property
-    def positive_index(self) -> int:
-        return self.class_names.index(self.positive_class)
 
 
 def resolve_settings(
@@ -220,7 +210,15 @@ def resolve_settings(
         sources["framing"] = "option"
     else:
         sources["framing"] = "run.json" if recorded_framing else "default"
-    return Settings(preprocessing, class_names, positive, name, tuple(input_size), sources, framing)
+    return Settings(
+        name=name,
+        input_size=tuple(input_size),
+        class_names=class_names,
+        positive_class=positive,
+        preprocessing=preprocessing,
+        sources=sources,
+        framing=framing,
+    )
 
 
 def _default_name(model_path: Path) -> str:

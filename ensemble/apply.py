@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 
 from ensemble.scores import META_KEY, ScoresFile
 from models.errors import DataError
-from scoring.ensemble_file import EnsembleSpec
+from models.probabilities import flip_where
+from scoring.ensemble_spec import EnsembleSpec
 
 DECISION_COLUMNS = ("p_ensemble", "label", "threshold", "ensemble_version")
 
@@ -86,7 +87,7 @@ def submission(sample_csv: str | Path, decided: pa.Table, spec: EnsembleSpec) ->
         values = (rows["label"].to_numpy() == classes[1]).astype(int)
     else:
         p = rows["p_ensemble"].to_numpy(dtype=np.float64)
-        values = p if spec.positive_class == classes[1] else 1.0 - p
+        values = flip_where(p, spec.positive_class != classes[1])
     return pd.DataFrame({id_col: sample[id_col].to_numpy(), label_col: values})
 
 

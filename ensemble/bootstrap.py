@@ -9,6 +9,7 @@ import numpy as np
 
 from models.errors import UsageError
 from models.metrics import check_binary, rates_from_counts
+from models.probabilities import is_positive
 
 CI_METRICS = ("far", "frr", "accuracy", "macro_f1", "acc_neg", "acc_pos")
 #: Replicates x rows held in memory at once by the AUC bootstrap.
@@ -44,7 +45,7 @@ def bootstrap_rates(
     exactly, at a fraction of the cost. A class absent from the data gives NaN rates.
     """
     y, s = check_binary(y_true, scores)
-    pred = s >= threshold
+    pred = is_positive(s, threshold)
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
     fp, fn = int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
     rng = np.random.default_rng(seed)

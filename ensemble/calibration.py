@@ -1,6 +1,6 @@
 """Calibration of the combined probability: Platt scaling or isotonic regression.
 
-Fitted here with scikit-learn; applied by :mod:`scoring.ensemble_file` (the same functions
+Fitted here with scikit-learn; applied by :mod:`scoring.ensemble_math` (the same functions
 ``predict`` calls).
 """
 
@@ -17,7 +17,8 @@ from sklearn.utils.validation import check_is_fitted
 from ensemble.internal.threads import one_blas_thread
 from ensemble.internal.validation import check_matrix
 from models.errors import UsageError
-from scoring.ensemble_file import CALIBRATIONS, apply_calibration, jsonable, to_logits
+from models.jsonable import jsonable
+from scoring.ensemble_math import CALIBRATIONS, apply_calibration, to_logits
 
 
 class Calibrator(BaseEstimator):

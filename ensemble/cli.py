@@ -364,7 +364,7 @@ def apply(
     from ensemble.apply import decide_table, write_table
     from ensemble.apply import submission as make_submission
     from ensemble.scores import read_scores
-    from scoring.ensemble_file import EnsembleSpec
+    from scoring.ensemble_spec import EnsembleSpec
 
     if (submission is None) != (submission_out is None):
         raise click.UsageError("--submission and --submission-out go together: give both")
@@ -432,7 +432,8 @@ def evaluate(
     from ensemble.evaluation import evaluate as run_evaluate
     from ensemble.groups import audit_options
     from ensemble.scores import read_scores
-    from scoring.ensemble_file import EnsembleSpec, jsonable
+    from models.jsonable import jsonable
+    from scoring.ensemble_spec import EnsembleSpec
 
     groups = audit_options(group_by, bands, min_group)
     spec = EnsembleSpec.load(ensemble_path)

@@ -2,7 +2,7 @@
 
 ``X`` is an ``(n, m)`` array of P(positive) per model, oriented to the ensemble's positive
 class. ``fit`` learns the parameters (if any); ``predict_proba`` calls the apply-time function
-in :mod:`scoring.ensemble_file`, so fitting and applying share one piece of math.
+in :mod:`scoring.ensemble_math`, so fitting and applying share one piece of math.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from sklearn.utils.validation import check_is_fitted
 from ensemble.internal.threads import one_blas_thread
 from ensemble.internal.validation import check_matrix
 from models.errors import UsageError
-from scoring.ensemble_file import EPS, METHODS, apply_combiner, jsonable, to_logits
+from models.jsonable import jsonable
+from models.probabilities import sigmoid
+from scoring.ensemble_math import EPS, METHODS, apply_combiner, to_logits
 
 
 class Combiner(ClassifierMixin, BaseEstimator):
@@ -92,11 +94,10 @@ class WeightedCombiner(Combiner):
             w /= w.sum()
             q = X @ w
             inside = (q > EPS) & (q < 1 - EPS)  # the clip has no gradient
-            q = np.clip(q, EPS, 1 - EPS)
-            u = np.log(q) - np.log1p(-q)
+            u = to_logits(q)
             r = a * u + b
             loss = np.mean(np.logaddexp(0.0, r) - y * r)
-            dr = (1.0 / (1.0 + np.exp(-r)) - y) / n
+            dr = (sigmoid(r) - y) / n
             dq = np.where(inside, dr * a / (q * (1 - q)), 0.0)
             dw = X.T @ dq
             dz = w * (dw - w @ dw)  # chain rule through the softmax

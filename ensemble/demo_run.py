@@ -387,7 +387,7 @@ def _figures(spec, scoring_summary: dict, test: dict) -> dict[str, Any]:
 
 
 def _write_record(result: DemoResult, cfg: DemoConfig) -> None:
-    from scoring.ensemble_file import jsonable
+    from models.jsonable import jsonable
 
     record = {
         "synthetic": result.data.synthetic,

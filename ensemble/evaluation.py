@@ -11,7 +11,7 @@ from ensemble.groups import AuditOptions, Grouping, audit
 from ensemble.scores import LabeledScores, ScoresFile, labeled_scores, score_groupings
 from ensemble.thresholds import parse_objective
 from models.metrics import binary_metrics, equal_error_rate
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from ensemble.internal.threads import one_blas_thread
 from ensemble.internal.validation import check_matrix
 from ensemble.thresholds import Objective, select_threshold
 from models.errors import UsageError
-from scoring.ensemble_file import METHODS
+from scoring.ensemble_math import METHODS
 
 # Combiners with nothing to fit give the same scores in and out of fold.
 _PARAMETER_FREE = ("mean", "logit")

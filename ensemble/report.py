@@ -18,6 +18,7 @@ from models.plots import (
     plot_roc,
     plot_score_histograms,
 )
+from models.probabilities import is_positive
 
 FIGURES = {
     "roc.png": "ROC of every model and the ensemble",
@@ -51,7 +52,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     curves = {name: (y, np.asarray(s, dtype=np.float64)) for name, s in scores.items()}
     ens = curves["ensemble"][1]
-    pred = ens >= threshold
+    pred = is_positive(ens, threshold)
     far = float((pred & (y == 0)).sum() / max((y == 0).sum(), 1))
     frr = float((~pred & (y == 1)).sum() / max((y == 1).sum(), 1))
     plot_roc(curves, out / "roc.png")

@@ -22,12 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ensemble.groups import AuditOptions, Grouping, make_grouping
+from models.descriptor import COLUMN_PREFIX, column_name
 from models.errors import DataError, UsageError
+from models.probabilities import flip_where
+from scoring.modelset import MODEL_FILE_KEYS
 
 META_KEY = b"genderscore"
 LABEL_COLUMN = "true_label"
 ENSEMBLE_COLUMN = "p_ensemble"
-_MODEL_KEYS = ("name", "path", "sha256", "input_size", "class_names", "positive_class")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class ScoresFile:
 
     def probs(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
         """``p_<name>`` as float32 (NaN for nulls), optionally only the rows in ``mask``."""
-        col = self.table.column(f"p_{name}").to_numpy(zero_copy_only=False).astype(np.float32)
+        col = self.table.column(column_name(name)).to_numpy(zero_copy_only=False).astype(np.float32)
         return col if mask is None else col[mask]
 
 
@@ -101,12 +103,16 @@ def read_scores(path: str | Path | Sequence[str | Path], storage: Any = None) ->
         raise DataError(f"{path} has no 'status' column: it is not a scoring output")
     names = [m["name"] for m in models]
     for name in names:
-        if f"p_{name}" not in table.column_names:
-            raise DataError(f"{path}: the metadata lists model {name!r} but there is no p_{name}")
+        if column_name(name) not in table.column_names:
+            raise DataError(
+                f"{path}: the metadata lists model {name!r} but there is no {column_name(name)}"
+            )
     unknown = [
         c
         for c in table.column_names
-        if c.startswith("p_") and c != ENSEMBLE_COLUMN and c[2:] not in names
+        if c.startswith(COLUMN_PREFIX)
+        and c != ENSEMBLE_COLUMN
+        and c.removeprefix(COLUMN_PREFIX) not in names
     ]
     if unknown:
         raise DataError(
@@ -192,7 +198,7 @@ def _metadata(table: pa.Table, path: Path) -> dict:
     if not isinstance(models, list) or not models:
         raise DataError(f"{path}: the 'genderscore' metadata lists no models")
     for i, m in enumerate(models):
-        missing = [k for k in _MODEL_KEYS if not isinstance(m, dict) or k not in m]
+        missing = [k for k in MODEL_FILE_KEYS if not isinstance(m, dict) or k not in m]
         if missing:
             raise DataError(f"{path}: metadata models[{i}] lacks {', '.join(missing)}")
     return meta
@@ -290,12 +296,13 @@ def labeled_scores(
         n_nan = int(np.isnan(p).sum())
         if n_nan:
             raise DataError(
-                f"{scores.path}: {n_nan} ok row(s) have a NaN score in p_{name}: re-score them "
+                f"{scores.path}: {n_nan} ok row(s) have a NaN score in {column_name(name)}: re-score them "
                 "or mark them as errors"
             )
-    X = np.column_stack([raw[m["name"]] for m in chosen]).astype(np.float64)
-    flip = [m["positive_class"] != positive for m in chosen]
-    X[:, flip] = 1.0 - X[:, flip]
+    X = flip_where(
+        np.column_stack([raw[m["name"]] for m in chosen]),
+        [m["positive_class"] != positive for m in chosen],
+    )
     id_col = "id" if "id" in scores.table.column_names else "row"
     ids = np.asarray(scores.table.column(id_col).to_numpy(zero_copy_only=False)[ok]).astype(str)
     return LabeledScores(

@@ -15,7 +15,8 @@ from ensemble.groups import AuditOptions, Grouping, audit, select_threshold_with
 from ensemble.scores import LabeledScores, ScoresFile, labeled_scores, score_groupings
 from ensemble.thresholds import Objective, select_threshold
 from models.metrics import binary_metrics, equal_error_rate
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
+from scoring.modelset import MODEL_FILE_KEYS
 
 
 @dataclass(frozen=True)
@@ -75,17 +76,7 @@ def tune(
     content = {
         "class_names": list(data.class_names),
         "positive_class": positive,
-        "models": [
-            {
-                "name": m["name"],
-                "path": m["path"],
-                "sha256": m["sha256"],
-                "input_size": list(m["input_size"]),
-                "class_names": list(m["class_names"]),
-                "positive_class": m["positive_class"],
-            }
-            for m in data.models
-        ],
+        "models": [{key: m[key] for key in MODEL_FILE_KEYS} for m in data.models],
         "combiner": fitted.combiner.to_json(),
         "calibration": (
             fitted.calibrator.to_json() if fitted.calibrator else {"method": "none", "params": {}}

@@ -21,7 +21,9 @@ from models.data import BAD_IMAGE_POLICIES, decode_samples, discover_eval_data
 from models.errors import DataError
 from models.inference import ModelInfo, load_for_inference, positive_scores, resolve_model_info
 from models.internal.validation import check_choice, check_positive_int
+from models.jsonable import jsonable
 from models.metrics import binary_metrics
+from models.probabilities import decide
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def evaluate(
     )
     scores = positive_scores(keras_model, decoded, info, batch_size)
     negative, pos = info.target_names
-    predicted = [pos if s >= threshold else negative for s in scores]
+    predicted = decide(scores, threshold, pos, negative).tolist()
     metrics = binary_metrics(decoded.targets, scores, threshold, class_names=info.target_names)
     metrics.update(
         {
@@ -155,7 +157,7 @@ def write_evaluation(
     files["misclassified"] = out / "misclassified.csv"
     wrong.drop(columns="correct").to_csv(files["misclassified"], index=False)
     files["metrics"] = out / "metrics.json"
-    files["metrics"].write_text(json.dumps(_finite(result.metrics), indent=2) + "\n")
+    files["metrics"].write_text(json.dumps(jsonable(result.metrics), indent=2) + "\n")
     files["confusion_matrix"] = plot_confusion_matrix(
         result.metrics["confusion_matrix"], info.target_names, out / "confusion_matrix.png"
     )
@@ -203,14 +205,3 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         f"{metrics['weighted_recall']:>10.4f}{metrics['weighted_f1']:>10.4f}"
     )
     return "\n".join(lines)
-
-
-def _finite(obj: Any) -> Any:
-    # JSON has no NaN: undefined metrics (one class only) become null.
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from models.onnx_session import make_session
+from models.probabilities import sigmoid
 
 #: Landmark order of BlazeFace's six key points (the subject's right eye is on the image's left).
 LANDMARKS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
@@ -82,7 +83,7 @@ def decode_candidates(
     ``scores`` are logits ``(896,)``, ``boxes`` ``(896, 16)`` offsets in input pixels. Geometry
     rows are ``cx, cy, w, h`` then six ``x, y`` landmarks, in units of the input side.
     """
-    p = 1.0 / (1.0 + np.exp(-np.clip(scores.astype(np.float64), -100.0, 100.0)))
+    p = sigmoid(scores)
     keep = np.flatnonzero(p >= min_score)
     geo = boxes[keep].astype(np.float64) / side
     anchor = _ANCHORS[keep].astype(np.float64)

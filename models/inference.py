@@ -20,6 +20,7 @@ from models.errors import DataError, UsageError
 from models.framing import Framing, parse_face_mode
 from models.internal.validation import parse_class_names, parse_image_size
 from models.preprocessing import PREPROCESSING, get_preprocessing
+from models.probabilities import flip_where
 from models.runinfo import read_run_info
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def output_to_positive(out: np.ndarray, info: ModelInfo) -> np.ndarray:
     out = np.asarray(out, dtype=np.float64)
     if out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1):
         p = out.reshape(-1)
-        return p if info.output_class == info.positive_class else 1.0 - p
+        return flip_where(p, info.output_class != info.positive_class)
     if out.ndim == 2 and out.shape[1] == 2:
         return out[:, info.class_names.index(info.positive_class)]
     raise DataError(

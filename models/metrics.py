@@ -14,6 +14,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from models.errors import DataError
+from models.probabilities import is_positive
 
 
 def check_binary(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +45,7 @@ def binary_metrics(
     """Accuracy, per-class precision/recall/F1/accuracy, macro and weighted averages,
     ROC AUC, FAR/FRR and the confusion matrix at ``threshold`` (score >= threshold is positive)."""
     y, s = check_binary(y_true, scores)
-    pred = (s >= threshold).astype(np.int64)
+    pred = is_positive(s, threshold).astype(np.int64)
     cm = skm.confusion_matrix(y, pred, labels=[0, 1])
     prec, rec, f1, support = skm.precision_recall_fscore_support(
         y, pred, labels=[0, 1], zero_division=0

@@ -16,6 +16,7 @@ from models.errors import UsageError
 from models.framing import Framing
 from models.inference import ModelInfo, load_for_inference, positive_scores, resolve_model_info
 from models.internal.validation import check_positive_int
+from models.probabilities import is_positive
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def predict(
     for path in paths:
         if path in scores:
             s = scores[path]
-            label = pos if s >= threshold else negative
+            label = pos if is_positive(s, threshold) else negative
             rows.append(Prediction(path, label, s if label == pos else 1.0 - s, s))
         else:
             b = bad[path]

@@ -17,6 +17,7 @@ from typing import Any
 
 from models.errors import DataError
 from models.framing import Framing
+from models.jsonable import jsonable
 from models.preprocessing import PREPROCESSING
 
 RUN_INFO_FILENAME = "run.json"
@@ -163,16 +164,6 @@ def write_run_info(run_dir: str | os.PathLike[str], record: dict[str, Any]) -> P
     RunInfo.from_dict(record)
     path = Path(run_dir) / RUN_INFO_FILENAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(jsonable(record), indent=2) + "\n")
     os.replace(tmp, path)
     return path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

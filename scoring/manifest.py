@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from models.descriptor import COLUMN_PREFIX
 from models.errors import DataError, UsageError
 from models.imageio import storage_failure
 from scoring.decode import FACE_FIELDS
@@ -176,7 +177,7 @@ def check_columns(names: Sequence[str], columns: ManifestColumns, source: str) -
         label = DEFAULT_LABEL_COLUMN
     for col in columns.keep:
         need(col, "--keep-columns")
-        if col in RESERVED_COLUMNS or col.startswith("p_"):
+        if col in RESERVED_COLUMNS or col.startswith(COLUMN_PREFIX):
             raise UsageError(
                 f"--keep-columns {col!r} would clash with the output column of that name "
                 f"(reserved: {', '.join(sorted(RESERVED_COLUMNS))}, p_*): rename it in the manifest"

@@ -4,46 +4,52 @@ on the driver before any work starts."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from convert.metadata import INPUT_NAME, PROB_OUTPUT
+from models.descriptor import ModelDescriptor
 from models.errors import DataError, GenderscoreError, UsageError
 from models.framing import Framing
 from scoring.internal.hashing import sha256_bytes
 
+#: A model's keys in the scores file's metadata and in ensemble.json, in their order.
+MODEL_FILE_KEYS = ("name", "path", "sha256", "input_size", "class_names", "positive_class")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-@dataclass(frozen=True)
-class ModelRef:
-    """One model as the scorer and the output metadata know it."""
 
-    name: str
+@dataclass(frozen=True, kw_only=True)
+class ModelFile(ModelDescriptor):
+    """A model file as the scores and ensemble files record it: its descriptor, where it was
+    and the SHA-256 that pins it."""
+
     path: str
     sha256: str
-    input_size: tuple[int, int]
-    class_names: tuple[str, str]
-    positive_class: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
+            raise DataError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r:.80}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model's entry in the scores file's metadata and in ensemble.json."""
+        entry = self.describe() | {"path": self.path, "sha256": self.sha256}
+        return {key: entry[key] for key in MODEL_FILE_KEYS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRef(ModelFile):
+    """One model as the scorer and the output metadata know it."""
+
     #: How the scorer cuts this model's input from a photo (its metadata's, or ``--faces``).
     framing: Framing = Framing()
 
-    @property
-    def column(self) -> str:
-        """The output column of this model's probabilities."""
-        return f"p_{self.name}"
-
     def to_dict(self) -> dict[str, Any]:
         """The model's entry in the scores file's metadata and the summary."""
-        return {
-            "name": self.name,
-            "path": self.path,
-            "sha256": self.sha256,
-            "input_size": list(self.input_size),
-            "class_names": list(self.class_names),
-            "positive_class": self.positive_class,
-            "framing": self.framing.to_dict(),
-        }
+        return {**super().to_dict(), "framing": self.framing.to_dict()}
 
 
 def load_models(paths: Sequence[str | os.PathLike[str]]) -> list[ModelRef]:
@@ -86,9 +92,9 @@ def load_model(path: str | os.PathLike[str]) -> ModelRef:
         name=meta.name,
         path=str(p),
         sha256=sha256_bytes(data),
-        input_size=(int(meta.input_size[0]), int(meta.input_size[1])),
-        class_names=(str(meta.class_names[0]), str(meta.class_names[1])),
-        positive_class=str(meta.positive_class),
+        input_size=meta.input_size,
+        class_names=meta.class_names,
+        positive_class=meta.positive_class,
         framing=meta.framing,
     )
 

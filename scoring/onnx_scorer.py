@@ -86,7 +86,7 @@ class OnnxScorer:
         self.schema_ = schema.remove_metadata()
         self.ensemble_ = None
         if ensemble is not None:
-            from scoring.ensemble_file import EnsembleSpec
+            from scoring.ensemble_spec import EnsembleSpec
 
             self.ensemble_ = EnsembleSpec(ensemble)
 

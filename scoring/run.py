@@ -396,7 +396,7 @@ def _resolve_models(
 ) -> tuple[Any, list[ModelRef]]:
     if ensemble is None:
         return None, load_models(list(models or []))
-    from scoring.ensemble_file import EnsembleSpec
+    from scoring.ensemble_spec import EnsembleSpec
 
     spec = EnsembleSpec.load(ensemble)
     base = Path(ensemble).expanduser().absolute().parent

@@ -13,7 +13,7 @@ from PIL import Image
 
 from convert.checkdata import load_check_images
 from convert.errors import ParityError
-from convert.head import linear_head, positive_probability, sigmoid
+from convert.head import linear_head, positive_probability
 from convert.metadata import ModelMetadata, read_metadata, set_metadata
 from convert.modecheck import group_of, hanley_mcneil_se, judge_modes, mode_groups
 from convert.options import ConvertOptions, check_options, resolve_settings
@@ -21,6 +21,7 @@ from convert.parity import compare_outputs, require_parity
 from convert.quantize import choose_format, int8_gate
 from models.errors import DataError, UsageError
 from models.framing import FaceMode, Framing
+from models.probabilities import sigmoid
 from models.runinfo import RunInfo
 
 

@@ -18,7 +18,7 @@ from ensemble.demo_run import MARKER, DemoConfig, run_demo
 from models.cli_support import run_cli
 from models.errors import UsageError
 from models.synthetic import write_synthetic_dataset
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 
 #: Every step runs; 8 training images per class at 32 px, one epoch (10 val, 10 test).
 SMALL = ["--images", "8", "--image-size", "32", "--epochs", "1", "--batch-size", "8"]

@@ -17,7 +17,7 @@ from ens_support import labeled, model_meta, one_line_error, run, write_scores
 from ensemble.cli import cli
 from models.cli_support import run_cli
 from models.metrics import binary_metrics
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 
 N_ROWS, N_BAD = 600, 7
 

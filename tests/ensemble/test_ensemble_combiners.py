@@ -19,7 +19,7 @@ from ensemble.combiners import (
 from ensemble.fitting import fit_ensemble, out_of_fold
 from ensemble.thresholds import Objective
 from models.errors import DataError, UsageError
-from scoring.ensemble_file import METHODS, apply_combiner, to_logits
+from scoring.ensemble_math import METHODS, apply_combiner, to_logits
 
 
 def test_stacking_beats_the_mean_when_one_member_is_noise():

@@ -9,14 +9,14 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from models.errors import DataError
-from scoring.ensemble_file import (
-    EnsembleSpec,
+from models.probabilities import sigmoid
+from scoring.ensemble_math import (
     calibrate_isotonic,
     combine_logit_mean,
     combine_stacking,
-    sigmoid,
     to_logits,
 )
+from scoring.ensemble_spec import EnsembleSpec
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -52,6 +52,8 @@ def test_round_trip_and_version_is_content_hash(tmp_path):
     path = spec.save(tmp_path / "e.json")
     again = EnsembleSpec.load(path)
     assert again.version == spec.version and len(spec.version) == 16
+    # The hash is part of the file format: a changed one would refuse every existing file.
+    assert spec.version == "e51119ed185d5f7e"
     assert [m.name for m in again.models] == ["a", "b"]
     assert again.models[0].input_size == (64, 64)
     # same decision rule -> same version; a different threshold -> a different one
@@ -117,6 +119,10 @@ def test_check_models():
         (lambda c: c["combiner"].update(method="median"), "combiner.method must be one of"),
         (lambda c: c["combiner"]["params"].update(weights=[0.5]), "2 non-negative numbers"),
         (lambda c: c["models"][0].update(sha256="xyz"), "sha256 must be 64"),
+        (
+            lambda c: c["models"][1].update(name="b-1"),
+            r"models\[1\] 'b-1': model name 'b-1' must be a letter then letters, digits or '_'",
+        ),
         (lambda c: c.update(format="other"), "not an ensemble file"),
     ],
 )

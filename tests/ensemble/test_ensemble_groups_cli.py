@@ -13,7 +13,7 @@ from ens_support import labeled, one_line_error, run, write_scores
 
 from ensemble.cli import cli
 from models.cli_support import run_cli
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 
 N_ROWS = 1200
 BANDS = "age=0,18,40,60,200"

@@ -11,7 +11,7 @@ import pytest
 
 from ensemble.cli import cli
 from models.cli_support import run_cli
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 
 
 @pytest.fixture(scope="module")

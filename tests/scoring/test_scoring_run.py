@@ -18,7 +18,7 @@ from models.cli_support import run_cli
 from models.errors import DataError, GenderscoreError, UsageError
 from models.imageio import load_image
 from scoring.cli import cli
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 from scoring.layout import SUCCESS, SUMMARY, RunLayout, RunState
 from scoring.run import score_manifest
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from models.errors import DataError
-from scoring.ensemble_file import EnsembleSpec
+from scoring.ensemble_spec import EnsembleSpec
 from scoring.modelset import load_models
 
 

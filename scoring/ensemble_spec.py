@@ -1,174 +1,27 @@
-"""ensemble.json and the apply-time math of an ensemble (docs/contracts.md, "the ensemble
-file").
-
-Scoring is the first stage that applies an ensemble, so the file format and the pure combining
-functions live here; ``ensemble/`` fits their parameters and calls the same functions, so there
-is one piece of math, not two. Only numpy and the standard library: a scoring node imports this.
-
-Every combining function takes ``P``, an ``(n, m)`` float array of probabilities of the
-ensemble's positive class (one column per member, already oriented), and returns ``(n,)``
-float64 probabilities; NaN in a row gives NaN for that row.
+"""The ensemble file's schema (docs/contracts.md, "the ensemble file"): :class:`EnsembleSpec`
+checks ensemble.json's content in one place and applies it (members, combiner, calibration,
+threshold); :mod:`scoring.ensemble_io` reads and writes the text, :mod:`scoring.ensemble_math`
+holds the combining functions. A scoring node imports this: numpy and the standard library.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.errors import DataError
+from models.jsonable import jsonable
+from models.probabilities import decide, flip_where
+from scoring.ensemble_io import content_version, read_ensemble_json, write_ensemble_json
+from scoring.ensemble_math import CALIBRATIONS, METHODS, apply_calibration, apply_combiner
+from scoring.modelset import MODEL_FILE_KEYS, ModelFile
 
 FORMAT = "genderscore-ensemble"
 SCHEMA_VERSION = 1
-METHODS = ("mean", "weighted", "logit", "stacking")
-CALIBRATIONS = ("none", "platt", "isotonic")
-# Probabilities arrive as float32 and saturate at 0 or 1; clipping keeps their logits finite
-# (about +-16), which is also where float32 sigmoid outputs stop changing.
-EPS = 1e-7
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Keys that describe a tuning run (when, where the scores were) rather than what was tuned:
-# left out of the version hash so the same data and seed give the same version.
-_UNHASHED = ("version", "created_at", "tuned_with")
-
-
-# --- pure apply-time functions ------------------------------------------------------------
-
-
-def to_logits(p: np.ndarray) -> np.ndarray:
-    """Log-odds of probabilities, clipped to ``[EPS, 1 - EPS]`` first (NaN stays NaN)."""
-    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1.0 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Logistic function, stable for large ``|z|``."""
-    z = np.asarray(z, dtype=np.float64)
-    out = np.empty_like(z)
-    pos = z >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
-    ez = np.exp(z[~pos])
-    out[~pos] = ez / (1.0 + ez)
-    out[np.isnan(z)] = np.nan
-    return out
-
-
-def combine_mean(P: np.ndarray) -> np.ndarray:
-    """Mean of the members' probabilities."""
-    return np.asarray(P, dtype=np.float64).mean(axis=1)
-
-
-def combine_weighted(P: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of probabilities; ``weights`` are non-negative and sum to 1."""
-    return np.asarray(P, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
-
-
-def combine_logit_mean(P: np.ndarray) -> np.ndarray:
-    """Sigmoid of the mean of the members' logits (a geometric mean of odds)."""
-    return sigmoid(to_logits(P).mean(axis=1))
-
-
-def combine_stacking(P: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
-    """Logistic regression on the members' logits: ``sigmoid(intercept + logits @ coef)``."""
-    return sigmoid(float(intercept) + to_logits(P) @ np.asarray(coef, dtype=np.float64))
-
-
-def calibrate_platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Platt scaling on the logit: ``sigmoid(a * logit(p) + b)``."""
-    return sigmoid(float(a) * to_logits(p) + float(b))
-
-
-def calibrate_isotonic(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A fitted isotonic map: linear between its knots, clipped outside (as scikit-learn's
-    ``IsotonicRegression(out_of_bounds="clip").predict``)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.interp(p, np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    out[np.isnan(p)] = np.nan
-    return out
-
-
-def apply_combiner(method: str, params: Mapping[str, Any], P: np.ndarray) -> np.ndarray:
-    """Dispatch on the combiner's name with its fitted parameters."""
-    if method == "mean":
-        return combine_mean(P)
-    if method == "weighted":
-        return combine_weighted(P, params["weights"])
-    if method == "logit":
-        return combine_logit_mean(P)
-    if method == "stacking":
-        return combine_stacking(P, params["coef"], params["intercept"])
-    raise DataError(f"unknown ensemble method {method!r}: use one of {', '.join(METHODS)}")
-
-
-def apply_calibration(method: str, params: Mapping[str, Any], p: np.ndarray) -> np.ndarray:
-    """Dispatch on the calibration's name (``none`` returns ``p`` unchanged)."""
-    if method == "none":
-        return np.asarray(p, dtype=np.float64)
-    if method == "platt":
-        return calibrate_platt(p, params["a"], params["b"])
-    if method == "isotonic":
-        return calibrate_isotonic(p, params["x"], params["y"])
-    raise DataError(f"unknown calibration {method!r}: use one of {', '.join(CALIBRATIONS)}")
-
-
-def content_version(content: Mapping[str, Any]) -> str:
-    """The version of an ensemble: SHA-256 (16 hex) of its canonical JSON, without the keys
-    that describe the run (``version``, ``created_at``, ``tuned_with``)."""
-    body = {k: v for k, v in content.items() if k not in _UNHASHED}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays to Python, NaN and infinities to None."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
-# --- the file -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MemberModel:
-    """One model of the ensemble, as scoring's Parquet metadata describes it."""
-
-    name: str
-    path: str
-    sha256: str
-    input_size: tuple[int, int]
-    class_names: tuple[str, str]
-    positive_class: str
-
-    @property
-    def column(self) -> str:
-        """The scoring column holding this model's probabilities."""
-        return f"p_{self.name}"
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "sha256": self.sha256,
-            "input_size": list(self.input_size),
-            "class_names": list(self.class_names),
-            "positive_class": self.positive_class,
-        }
 
 
 class EnsembleSpec:
@@ -188,27 +41,7 @@ class EnsembleSpec:
     @classmethod
     def load(cls, path: str | Path) -> EnsembleSpec:
         """Read and validate ``ensemble.json``; a DataError says what is wrong with it."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(
-                f"ensemble file {path} does not exist: make one with 'genderscore ensemble tune'"
-            ) from None
-        except OSError as exc:
-            raise DataError(f"cannot read ensemble file {path}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise DataError(
-                f"ensemble file {path} is not a JSON text file (not UTF-8): give the "
-                "ensemble.json that 'genderscore ensemble tune' wrote"
-            ) from None
-        try:
-            content = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"ensemble file {path} is not valid JSON: {exc}") from None
-        if not isinstance(content, dict):
-            raise DataError(f"ensemble file {path} must hold a JSON object")
-        return cls(content, source=str(path))
+        return cls(read_ensemble_json(path), source=str(Path(path)))
 
     @classmethod
     def build(cls, content: Mapping[str, Any]) -> EnsembleSpec:
@@ -222,11 +55,7 @@ class EnsembleSpec:
         return dict(self.content)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.content, indent=2, allow_nan=False) + "\n"
-        path.write_text(text, encoding="utf-8")
-        return path
+        return write_ensemble_json(self.content, path)
 
     # validation: every check in one place, each with a precise message
 
@@ -312,7 +141,7 @@ class EnsembleSpec:
     # the contract
 
     @property
-    def models(self) -> list[MemberModel]:
+    def models(self) -> list[ModelFile]:
         """Members in the order their columns enter the combiner."""
         return list(self._models)
 
@@ -389,9 +218,7 @@ class EnsembleSpec:
         if bad.any():
             col = self._models[int(np.nonzero(bad.any(axis=0))[0][0])].name
             raise DataError(f"probabilities of model {col!r} must lie in [0, 1]")
-        flip = [m.positive_class != self.positive_class for m in self._models]
-        P[:, flip] = 1.0 - P[:, flip]
-        return P
+        return flip_where(P, [m.positive_class != self.positive_class for m in self._models])
 
     def combine_matrix(self, P: np.ndarray) -> np.ndarray:
         """Combiner then calibration on an oriented ``(n, m)`` matrix, as float32."""
@@ -408,11 +235,7 @@ class EnsembleSpec:
 
     def decide(self, p: np.ndarray) -> np.ndarray:
         """Class names (object array): positive where ``p >= threshold``, None where p is NaN."""
-        p = np.asarray(p, dtype=np.float64)
-        out = np.where(p >= self.threshold, self.positive_class, self.negative_class)
-        out = out.astype(object)
-        out[np.isnan(p)] = None
-        return out
+        return decide(p, self.threshold, self.positive_class, self.negative_class)
 
     def __repr__(self) -> str:
         names = ", ".join(m.name for m in self._models)
@@ -433,33 +256,16 @@ def _floats(values: Any, what: str, fail) -> np.ndarray:
     return arr
 
 
-def _member(m: Any, i: int, classes: set[str], fail) -> MemberModel:
+def _member(m: Any, i: int, classes: set[str], fail) -> ModelFile:
     if not isinstance(m, dict):
         fail(f"models[{i}] must be an object")
-    for key in ("name", "path", "sha256", "input_size", "class_names", "positive_class"):
-        if key not in m:
-            fail(f"models[{i}] is missing {key!r}")
+    missing = [key for key in MODEL_FILE_KEYS if key not in m]
+    if missing:
+        fail(f"models[{i}] is missing {', '.join(map(repr, missing))}")
     name = m["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
-        fail(f"models[{i}].name {name!r} must be letters, digits, '_', '.' or '-'")
-    if not isinstance(m["sha256"], str) or not _SHA256.match(m["sha256"]):
-        fail(f"model {name!r}: sha256 must be 64 lowercase hex digits")
-    size = m["input_size"]
-    if (
-        not isinstance(size, list)
-        or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        fail(f"model {name!r}: input_size must be [height, width], got {size!r}")
     if not isinstance(m["class_names"], list) or set(m["class_names"]) != classes:
         fail(f"model {name!r}: class_names {m['class_names']!r} differ from the ensemble's")
-    if m["positive_class"] not in classes:
-        fail(f"model {name!r}: positive_class {m['positive_class']!r} is not a class name")
-    return MemberModel(
-        name=name,
-        path=str(m["path"]),
-        sha256=m["sha256"],
-        input_size=(int(size[0]), int(size[1])),
-        class_names=tuple(m["class_names"]),
-        positive_class=m["positive_class"],
-    )
+    try:
+        return ModelFile(**{key: m[key] for key in MODEL_FILE_KEYS})
+    except DataError as exc:
+        fail(f"models[{i}] {name!r}: {exc}")

@@ -20,7 +20,7 @@ import numpy as np
 from models.data import BAD_IMAGE_POLICIES, decode_samples, discover_eval_data
 from models.errors import DataError
 from models.inference import ModelInfo, load_for_inference, positive_scores, resolve_model_info
-from models.internal.validation import check_choice, check_positive_int
+from models.internal.validation import check_choice, check_positive_int, check_threshold
 from models.jsonable import jsonable
 from models.metrics import binary_metrics
 from models.probabilities import decide
@@ -71,8 +71,7 @@ def evaluate(
     ROC AUC at ``threshold``. With ``out``, write the files listed in the module docstring."""
     check_positive_int(batch_size, "--batch-size")
     check_choice(bad_images, "--bad-images", BAD_IMAGE_POLICIES)
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise DataError(f"--threshold must be in [0, 1], got {threshold}")
+    check_threshold(threshold)
     samples, where = discover_eval_data(data, split=split)
     keras_model, model_path = load_for_inference(model)
     info = resolve_model_info(

@@ -15,7 +15,7 @@ from models.data import IMAGE_EXTENSIONS, Sample, decode_samples
 from models.errors import UsageError
 from models.framing import Framing
 from models.inference import ModelInfo, load_for_inference, positive_scores, resolve_model_info
-from models.internal.validation import check_positive_int
+from models.internal.validation import check_positive_int, check_threshold
 from models.probabilities import is_positive
 
 
@@ -70,8 +70,7 @@ def predict(
     face box on the photo and the crop the model saw, when framing finds faces). ``faces``
     overrides the model's own framing."""
     check_positive_int(batch_size, "--batch-size")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise UsageError(f"--threshold must be in [0, 1], got {threshold}")
+    check_threshold(threshold)
     paths = expand_images(images)
     keras_model, model_path = load_for_inference(model)
     info = resolve_model_info(

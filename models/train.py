@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +37,7 @@ from models.internal.validation import (
     parse_image_size,
     parse_units,
 )
+from models.jsonable import jsonable
 from models.preprocessing import PREPROCESSING
 from models.registry import BACKBONE_NAMES, HEADS, get_backbone
 from models.runinfo import MODEL_FILENAME, RunInfo, sha256_file, write_run_info
@@ -347,7 +347,7 @@ def train(config: TrainConfig) -> TrainResult:
         "weights": cfg.weights if weights in (None, "imagenet") else str(weights),
         "head": _head_dict(model),
         "seed": cfg.seed,
-        "args": {k: _jsonable(v) for k, v in asdict(cfg).items()},
+        "args": jsonable(asdict(cfg)),
         "data": {
             **data.describe(),
             "train_images": len(train_imgs),
@@ -464,14 +464,6 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return value
 
 
 class _LinearWarmup:

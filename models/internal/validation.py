@@ -36,6 +36,17 @@ def check_fraction(value: float, option: str, *, open_low: bool = True) -> float
     return v
 
 
+def check_threshold(value: float, option: str = "--threshold") -> float:
+    """A decision threshold: a probability in [0, 1] (``p >= t`` is the positive class)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise UsageError(f"{option} must be in [0, 1], got {value}")
+    return v
+
+
 def check_choice(value: str, option: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise UsageError(f"{option} must be one of {', '.join(choices)}, got {value!r}")

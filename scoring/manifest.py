@@ -68,6 +68,10 @@ class ManifestColumns:
         cols = [self.path, self.id, self.label, *self.keep]
         return list(dict.fromkeys(c for c in cols if c is not None))
 
+    def to_dict(self) -> dict[str, Any]:
+        """As the run summary records them."""
+        return {"path": self.path, "id": self.id, "label": self.label, "keep": list(self.keep)}
+
 
 @dataclass(frozen=True)
 class StagedManifest:

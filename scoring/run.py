@@ -21,7 +21,8 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -179,51 +180,18 @@ def _score_locked(
     run_id: str | None,
 ) -> ScoringResult:
     """Everything done while holding the output's lock: skip, resume or start, score, commit."""
-    if layout.committed:
-        summary = layout.committed_summary()
-        if same_committed_job(summary, job.key, job.base_key) and not opts.force:
-            logs.set_run_id(summary.get("run_id"))
-            log.info(
-                "%s already holds this run's committed output (run %s): nothing to do; "
-                "--force scores again",
-                layout.final,
-                summary.get("run_id"),
-            )
-            return ScoringResult(layout.final, layout.committed_files(), summary, True)
-        if not opts.force:
-            raise UsageError(
-                f"--out {layout.final} holds a committed run of another manifest, models "
-                "or options: pass --force to replace it, or choose another --out"
-            )
-        check_replace(summary, job.base_key, prior, str(layout.final))
+    done = _already_committed(layout, job, opts, prior)
+    if done is not None:
+        return done
     state = _start_attempt(layout, job.key, run_id)
     logs.set_run_id(state.run_id)
     log.info(
         "run %s (attempt %d): %s -> %s", state.run_id, state.attempts, job.location, layout.final
     )
     staged = _stage(layout, manifest, job, opts, state)
-    skipped = np.zeros(0, np.int64)
-    incremental = None
+    skipped, incremental = np.zeros(0, np.int64), None
     if prior is not None:
-        skipped, counts, left = drop_prior_rows(layout.todo_files(), prior)
-        staged = dataclasses.replace(staged, todo=left)
-        incremental = {
-            "id_column": job.columns.id,
-            "rows_skipped": int(skipped.size),
-            # where the skipped rows are: every earlier output that matched, and how many of
-            # this manifest's rows each holds
-            "sources": [
-                {"output": src.output, "run_id": src.run_id, "rows": int(n)}
-                for src, n in zip(prior.sources, counts, strict=True)
-            ],
-        }
-        log.info(
-            "incremental: %d of %d rows already scored by earlier runs (%s)",
-            skipped.size,
-            staged.rows,
-            ", ".join(f"{Path(s['output']).name}: {s['rows']}" for s in incremental["sources"])
-            or "no matching earlier output",
-        )
+        staged, skipped, incremental = _skip_prior(layout, staged, prior, job)
     in_output = staged.rows - int(skipped.size)
     signals.report_progress(lambda: (_rows_in_parts(layout), in_output))
     meta = {
@@ -234,17 +202,9 @@ def _score_locked(
         **extra,
     }
     schema = output_schema(staged.schema, refs, ensemble=spec is not None, metadata=meta)
-    plan: WorkerPlan | None = None
-    where = None
-    pipeline_s = 0.0
+    where, plan, pipeline_s = None, None, 0.0
     if staged.todo:
-        with ray_session(opts.ray_address) as where:
-            plan = plan_workers(
-                cluster_cpus(), opts.num_workers, opts.worker_threads, largest_node_cpus()
-            )
-            t0 = time.perf_counter()
-            _run_pipeline(layout, refs, spec, schema, plan, opts, job.root)
-            pipeline_s = time.perf_counter() - t0
+        where, plan, pipeline_s = _score_todo(layout, refs, spec, schema, opts, job.root)
     check = verify_parts(
         layout.part_files(), staged.rows, skipped=skipped, filesystem=layout.filesystem
     )
@@ -274,30 +234,101 @@ def _score_locked(
         "images_per_s": round(staged.todo / wall, 2) if wall > 0 else None,
         "ensemble": str(Path(ensemble).absolute()) if ensemble is not None else None,
         "threshold": spec.threshold if spec is not None else None,
-        "columns": {
-            "path": job.columns.path,
-            "id": job.columns.id,
-            "label": job.columns.label,
-            "keep": list(job.columns.keep),
-            "root": job.root,
-        },
-        "ray": {
-            "address": where,
-            "workers": plan.workers if plan else None,
-            "worker_threads": plan.threads if plan else None,
-            "actor_cpus": plan.actor_cpus if plan else None,
-            "cluster_cpus": plan.cluster_cpus if plan else None,
-            "batch_size": opts.batch_size,
-            # rows each node's scorer actors scored, over every attempt (work redone after a
-            # lost worker counts twice)
-            "nodes": read_tally(layout.tally, layout.filesystem) if plan else {},
-        },
+        "columns": {**job.columns.to_dict(), "root": job.root},
+        "ray": _ray_record(where, plan, opts, layout),
         "parquet_files": [Path(f).name for f in check.files],
         "versions": _versions(),
     }
     with signals.deferred("the output was being committed"):
         layout.commit(summary, replace=opts.force, parts=check)
     return ScoringResult(layout.final, layout.committed_files(), summary)
+
+
+def _score_todo(
+    layout: RunLayout,
+    refs: list[ModelRef],
+    spec: Any,
+    schema: Any,
+    opts: ScoringOptions,
+    root: str | None,
+) -> tuple[str, WorkerPlan, float]:
+    """Score the staged todo on Ray: where, with which plan, and the pipeline's seconds."""
+    with ray_session(opts.ray_address) as where:
+        plan = plan_workers(
+            cluster_cpus(), opts.num_workers, opts.worker_threads, largest_node_cpus()
+        )
+        t0 = time.perf_counter()
+        _run_pipeline(layout, refs, spec, schema, plan, opts, root)
+        return where, plan, time.perf_counter() - t0
+
+
+def _already_committed(
+    layout: RunLayout, job: _Job, opts: ScoringOptions, prior: PriorScores | None
+) -> ScoringResult | None:
+    """The committed output when it is this job's (nothing to do); None when the run goes
+    ahead; a UsageError when another job's output is there and --force does not replace it."""
+    if not layout.committed:
+        return None
+    summary = layout.committed_summary()
+    if same_committed_job(summary, job.key, job.base_key) and not opts.force:
+        logs.set_run_id(summary.get("run_id"))
+        log.info(
+            "%s already holds this run's committed output (run %s): nothing to do; "
+            "--force scores again",
+            layout.final,
+            summary.get("run_id"),
+        )
+        return ScoringResult(layout.final, layout.committed_files(), summary, True)
+    if not opts.force:
+        raise UsageError(
+            f"--out {layout.final} holds a committed run of another manifest, models "
+            "or options: pass --force to replace it, or choose another --out"
+        )
+    check_replace(summary, job.base_key, prior, str(layout.final))
+    return None
+
+
+def _skip_prior(
+    layout: RunLayout, staged: Any, prior: PriorScores, job: _Job
+) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """Drop from the todo the ids earlier dates scored (``--incremental``): the staged run
+    without them, their row numbers, and the summary's ``incremental`` record."""
+    skipped, counts, left = drop_prior_rows(layout.todo_files(), prior)
+    incremental = {
+        "id_column": job.columns.id,
+        "rows_skipped": int(skipped.size),
+        # where the skipped rows are: every earlier output that matched, and how many of this
+        # manifest's rows each holds
+        "sources": [
+            {"output": src.output, "run_id": src.run_id, "rows": int(n)}
+            for src, n in zip(prior.sources, counts, strict=True)
+        ],
+    }
+    log.info(
+        "incremental: %d of %d rows already scored by earlier runs (%s)",
+        skipped.size,
+        staged.rows,
+        ", ".join(f"{Path(s['output']).name}: {s['rows']}" for s in incremental["sources"])
+        or "no matching earlier output",
+    )
+    return dataclasses.replace(staged, todo=left), skipped, incremental
+
+
+def _ray_record(
+    where: str | None, plan: WorkerPlan | None, opts: ScoringOptions, layout: RunLayout
+) -> dict[str, Any]:
+    """The summary's ``ray`` record: where the run scored and with how many actors."""
+    return {
+        "address": where,
+        "workers": plan.workers if plan else None,
+        "worker_threads": plan.threads if plan else None,
+        "actor_cpus": plan.actor_cpus if plan else None,
+        "cluster_cpus": plan.cluster_cpus if plan else None,
+        "batch_size": opts.batch_size,
+        # rows each node's scorer actors scored, over every attempt (work redone after a lost
+        # worker counts twice)
+        "nodes": read_tally(layout.tally, layout.filesystem) if plan else {},
+    }
 
 
 @dataclass(frozen=True)
@@ -416,31 +447,130 @@ def _run_pipeline(
     opts: ScoringOptions,
     root: str | None,
 ) -> None:
+    """Read the todo, decode, score and write the parts, under the stall watchdog; a failure
+    is one GenderscoreError that says how to resume."""
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+
+    requests = unique_requests([(r.input_size, r.framing) for r in refs])
+    watchdog = StallWatchdog(
+        lambda: _progress(layout), opts.stall_timeout, what="rows scored + files written"
+    )
+    with _data_context(opts, requests):
+        try:
+            with watchdog:
+                _write_scores(layout, refs, spec, schema, plan, opts, root, requests)
+        except KeyboardInterrupt:
+            if not watchdog.fired_:
+                raise  # the user's Ctrl-C
+            raise GenderscoreError(
+                f"no progress for {opts.stall_timeout:g} s (a lost Ray node or stuck workers?): "
+                "the parts written so far are kept; check the cluster (`ray status`) and rerun "
+                "the same command to resume; --stall-timeout sets the limit"
+            ) from None
+        except GenderscoreError:
+            raise
+        except Exception as exc:
+            # A task's own error (e.g. OSError: no space left) is the cause a RayTaskError
+            # wraps; its first line alone names only the task.
+            cause = getattr(exc, "cause", None) or exc
+            what = f"{type(cause).__name__}: {_first_line(cause)}"
+            if isinstance(cause, ray.exceptions.UserCodeException):
+                what = _map_error(str(exc)) or what
+            raise GenderscoreError(
+                f"scoring failed: {what}; the parts written so far are kept: fix the cause and "
+                "rerun the same command to resume"
+            ) from exc
+        finally:
+            join_dataset_threads()  # before ray.shutdown (see there)
+
+
+def _write_scores(
+    layout: RunLayout,
+    refs: list[ModelRef],
+    spec: Any,
+    schema: Any,
+    plan: WorkerPlan,
+    opts: ScoringOptions,
+    root: str | None,
+    requests: Any,
+) -> None:
+    """The Ray Data pipeline itself: todo -> decode tasks -> scorer actors -> Parquet parts."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    # Refs, not bytes, in the actors' arguments: small arguments are inlined, and a restarted
+    # actor fetches the models again while the driver holds the refs.
+    payload = [(r, ray.put(read_model_bytes(r))) for r in refs]
+    todo, todo_fs = layout.todo_source()
+    ds = ray.data.read_parquet(todo, filesystem=todo_fs, num_cpus=TASK_CPUS)
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"requests": requests, "root": root, "reads": opts.reads},
+        batch_format="pyarrow",
+        batch_size=opts.batch_size,
+        num_cpus=TASK_CPUS,
+    )
+    if layout.filesystem is None:
+        layout.tally.mkdir(parents=True, exist_ok=True)
+    ds = ds.map_batches(
+        TalliedScorer,
+        fn_constructor_kwargs={
+            "models": payload,
+            "threads": plan.threads,
+            "schema": schema,
+            "ensemble": spec.content if spec is not None else None,
+            "tally_dir": str(layout.tally),
+            "tally_fs": layout.filesystem,
+        },
+        batch_format="pyarrow",
+        batch_size=opts.batch_size,
+        compute=ActorPoolStrategy(size=plan.workers),
+        num_cpus=plan.actor_cpus,
+    )
+    parts, parts_fs = layout.parts_target()
+    ds.write_parquet(
+        parts,
+        filesystem=parts_fs,
+        try_create_dir=parts_fs is None,  # an object store has no folders to make
+        schema=schema,
+        filename_provider=_part_names(layout.part_prefix),
+        # Scored rows are small; files of this many rows are also the unit a crash loses.
+        min_rows_per_file=opts.rows_per_file,
+        ray_remote_args={"num_cpus": TASK_CPUS},
+    )
+
+
+def _part_names(prefix: str) -> Any:
+    """Part file names ``<prefix>-<write uuid>-<task>``: unique per attempt, so a resumed run
+    adds files."""
     from ray.data.datasource import FilenameProvider
 
     class PartNames(FilenameProvider):
-        """``<prefix>-<write uuid>-<task>``: unique per attempt, so a resumed run adds files."""
-
-        def __init__(self, prefix: str):
-            self.prefix = prefix
-
         def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"{self.prefix}-{write_uuid}-{task_index:06d}"
+            return f"{prefix}-{write_uuid}-{task_index:06d}"
 
-    requests = unique_requests([(r.input_size, r.framing) for r in refs])
+    return PartNames()
+
+
+#: The DataContext settings a run changes, put back when it ends.
+_CONTEXT_KEYS = (
+    "enable_progress_bars",
+    "print_on_execution_start",
+    "target_max_block_size",
+    "issue_detectors_config",
+    "use_datasource_v2",
+    "execution_no_progress_timeout_s",
+    "retried_io_errors",
+)
+
+
+@contextmanager
+def _data_context(opts: ScoringOptions, requests: Any) -> Iterator[None]:
+    """Ray Data's settings for a scoring run, restored afterwards."""
+    from ray.data import DataContext
+
     ctx = DataContext.get_current()
-    saved_keys = (
-        "enable_progress_bars",
-        "print_on_execution_start",
-        "target_max_block_size",
-        "issue_detectors_config",
-        "use_datasource_v2",
-        "execution_no_progress_timeout_s",
-        "retried_io_errors",
-    )
-    saved = {k: getattr(ctx, k) for k in saved_keys}
+    saved = {k: getattr(ctx, k) for k in _CONTEXT_KEYS}
     ctx.enable_progress_bars = opts.progress
     ctx.print_on_execution_start = opts.progress
     # Each actor holds its sessions' ORT memory (1-2.5 GB for three fp32 224 px models) by
@@ -456,8 +586,8 @@ def _run_pipeline(
     # The V1 reader reads the footers of our few local parts in the driver.
     ctx.use_datasource_v2 = False
     # Ray Data's own no-progress guard (30 min by default) watches blocks moving between its
-    # queues, not rows scored; the stall watchdog below is the one limit (--stall-timeout,
-    # 0: none) with one message that says how to resume.
+    # queues, not rows scored; the stall watchdog is the one limit (--stall-timeout, 0: none)
+    # with one message that says how to resume.
     ctx.execution_no_progress_timeout_s = -1
     # Ray Data retries a failed write on these errors in two nested loops of 10 attempts with
     # backoffs of up to 32 s each: an S3 endpoint that went away held the run for about half an
@@ -470,74 +600,9 @@ def _run_pipeline(
     # actor ~850 images at a time (measured: a long tail with one actor idle).
     row_bytes = sum(h * w * 3 for (h, w), _ in requests) + 512
     ctx.target_max_block_size = max(1 << 20, BATCHES_PER_BLOCK * opts.batch_size * row_bytes)
-    # Refs, not bytes, in the actors' arguments: small arguments are inlined, and a restarted
-    # actor fetches the models again while the driver holds the refs.
-    payload = [(r, ray.put(read_model_bytes(r))) for r in refs]
-    watchdog = StallWatchdog(
-        lambda: _progress(layout), opts.stall_timeout, what="rows scored + files written"
-    )
     try:
-        with watchdog:
-            todo, todo_fs = layout.todo_source()
-            ds = ray.data.read_parquet(todo, filesystem=todo_fs, num_cpus=TASK_CPUS)
-            ds = ds.map_batches(
-                decode_batch,
-                fn_kwargs={"requests": requests, "root": root, "reads": opts.reads},
-                batch_format="pyarrow",
-                batch_size=opts.batch_size,
-                num_cpus=TASK_CPUS,
-            )
-            if layout.filesystem is None:
-                layout.tally.mkdir(parents=True, exist_ok=True)
-            ds = ds.map_batches(
-                TalliedScorer,
-                fn_constructor_kwargs={
-                    "models": payload,
-                    "threads": plan.threads,
-                    "schema": schema,
-                    "ensemble": spec.content if spec is not None else None,
-                    "tally_dir": str(layout.tally),
-                    "tally_fs": layout.filesystem,
-                },
-                batch_format="pyarrow",
-                batch_size=opts.batch_size,
-                compute=ActorPoolStrategy(size=plan.workers),
-                num_cpus=plan.actor_cpus,
-            )
-            parts, parts_fs = layout.parts_target()
-            ds.write_parquet(
-                parts,
-                filesystem=parts_fs,
-                try_create_dir=parts_fs is None,  # an object store has no folders to make
-                schema=schema,
-                filename_provider=PartNames(layout.part_prefix),
-                # Scored rows are small; files of this many rows are also the unit a crash loses.
-                min_rows_per_file=opts.rows_per_file,
-                ray_remote_args={"num_cpus": TASK_CPUS},
-            )
-    except KeyboardInterrupt:
-        if not watchdog.fired_:
-            raise  # the user's Ctrl-C
-        raise GenderscoreError(
-            f"no progress for {opts.stall_timeout:g} s (a lost Ray node or stuck workers?): the "
-            "parts written so far are kept; check the cluster (`ray status`) and rerun the same "
-            "command to resume; --stall-timeout sets the limit"
-        ) from None
-    except GenderscoreError:
-        raise
-    except Exception as exc:
-        # A task's own error (e.g. OSError: no space left) is the cause a RayTaskError wraps;
-        # its first line alone names only the task.
-        cause = getattr(exc, "cause", None) or exc
-        what = f"{type(cause).__name__}: {_first_line(cause)}"
-        if isinstance(cause, ray.exceptions.UserCodeException):
-            what = _map_error(str(exc)) or what
-        raise GenderscoreError(
-            f"scoring failed: {what}; the parts written so far are kept: fix the cause and "
-            "rerun the same command to resume"
-        ) from exc
+        yield
     finally:
-        join_dataset_threads()  # before ray.shutdown (see there)
         for key, value in saved.items():
             setattr(ctx, key, value)
 

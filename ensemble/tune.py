@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import numpy as np
 
@@ -94,18 +95,36 @@ def tune(
         content["max_gap"] = _ceiling_json(groups)
     else:
         choice = select_threshold(data.y, p, objective)
+    content["threshold"] = choice.threshold
+    content["validation"] = _validation_record(data, p, choice, objective, n_boot, seed)
+    if gap_choice is not None:
+        content["validation"]["gap_constraint"] = gap_choice.to_json()
+    if groupings:
+        content["validation"]["groups"] = _group_audit(
+            data, p, choice.threshold, content["validation"]["models"], groupings, n_boot, seed
+        )
+    content["selection"] = _selection_record(method, fitted, objective, n_folds(data.y, cv), seed)
+    content["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    content["tuned_with"] = {"genderscore": _version(), "scores": scores.path}
+    spec = EnsembleSpec.build(content)
+    return TuneResult(spec=spec, data=data, p_ensemble=p, fitted=fitted, groupings=groupings)
+
+
+def _validation_record(
+    data: LabeledScores, p: np.ndarray, choice: Any, objective: Objective, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """``validation`` in ensemble.json: the rows used, the ensemble's and each member's
+    figures on them, and the bootstrap intervals at the chosen threshold."""
     classes = data.ordered_classes
     ens = model_summary(data.y, p, objective, classes)
-    metrics = binary_metrics(data.y, p, choice.threshold, classes)
-    content["threshold"] = choice.threshold
-    content["validation"] = {
+    return {
         "rows": {"total": data.n_total, "used": len(data.y), "dropped_not_ok": data.n_dropped},
         "fingerprint": data.fingerprint,
         "ensemble": {
             "roc_auc": ens["roc_auc"],
             "eer": ens["eer"],
             "objective_value": choice.value,
-            "metrics": metrics,
+            "metrics": binary_metrics(data.y, p, choice.threshold, classes),
             "ci": bootstrap_ci(
                 data.y, p, choice.threshold, class_names=classes, n_boot=n_boot, seed=seed
             ),
@@ -121,28 +140,23 @@ def tune(
             "seed": seed,
         },
     }
-    if gap_choice is not None:
-        content["validation"]["gap_constraint"] = gap_choice.to_json()
-    if groupings:
-        content["validation"]["groups"] = _group_audit(
-            data, p, choice.threshold, content["validation"]["models"], groupings, n_boot, seed
-        )
-    content["selection"] = {
+
+
+def _selection_record(
+    method: str, fitted: FittedEnsemble, objective: Objective, folds: int, seed: int
+) -> dict[str, Any]:
+    """``selection`` in ensemble.json: which combiner was asked for, which won, and why."""
+    better = "lower" if objective.lower_is_better else "higher"
+    return {
         "requested": method,
         "chosen": fitted.chosen.method,
         "objective": str(objective),
         "value": objective.value_name,
-        "cv_folds": n_folds(data.y, cv),
+        "cv_folds": folds,
         "seed": seed,
-        "note": "each method's objective on its pooled out-of-fold scores (lower is better)"
-        if objective.lower_is_better
-        else "each method's objective on its pooled out-of-fold scores (higher is better)",
+        "note": f"each method's objective on its pooled out-of-fold scores ({better} is better)",
         "results": [r.to_json() for r in fitted.results],
     }
-    content["created_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    content["tuned_with"] = {"genderscore": _version(), "scores": scores.path}
-    spec = EnsembleSpec.build(content)
-    return TuneResult(spec=spec, data=data, p_ensemble=p, fitted=fitted, groupings=groupings)
 
 
 def _ceiling_json(groups: AuditOptions) -> dict:

@@ -245,11 +245,14 @@ def _int8(
     *,
     has_check_data: bool,
 ) -> tuple[ModelMetadata, dict[str, Any]]:
-    """Quantize, choose, gate; on success ``fp32_path`` is overwritten with the int8 model."""
-    import onnx
+    """Quantize, choose, gate; on success ``fp32_path`` is overwritten with the int8 model.
 
+    ``auto`` gates the formats that pay, fastest first, and keeps the first that passes; when
+    none pays or passes, the model stays fp32 and records why (U8S8 loses accuracy to
+    saturation on CPUs without VNNI, where S8S8 or fp32 is then the answer). A format named
+    with ``--int8-format`` that fails the gate is an error unless ``--force``."""
     from convert.export import onnx_session, run_onnx
-    from convert.quantize import choose_format, int8_gate, measure_speed, quantize_model
+    from convert.quantize import int8_gate, quantize_model
 
     calibration = load_check_images(
         opts.calibration,
@@ -263,7 +266,8 @@ def _int8(
         # Generated images say nothing about accuracy: gate on the calibration images.
         checks = calibration
         fp32_prob = run_onnx(onnx_session(fp32_path), checks.images)[0]
-    formats = ["u8s8", "s8s8"] if opts.int8_format == "auto" else [opts.int8_format]
+    auto = opts.int8_format == "auto"
+    formats = ["u8s8", "s8s8"] if auto else [opts.int8_format]
     with tempfile.TemporaryDirectory(prefix="genderscore-int8-") as work:
         workdir = Path(work)
         built = {}
@@ -271,43 +275,27 @@ def _int8(
             path = workdir / f"{fmt}.onnx"
             built[fmt] = (path, quantize_model(fp32_path, path, calibration.images, fmt, workdir))
         info: dict[str, Any] = {"requested": opts.int8_format}
-        if opts.int8_format == "auto":
-            speeds = {"fp32": measure_speed(fp32_path, settings.input_size)}
-            speeds |= {
-                fmt: measure_speed(path, settings.input_size) for fmt, (path, _) in built.items()
-            }
-            chosen = choose_format(speeds)
-            info["speed_img_per_s"] = {k: round(v, 1) for k, v in speeds.items()}
-            info["speed_batch"] = 8
-            logger.info(
-                "int8 speed at batch 8: %s img/s",
-                ", ".join(f"{k} {v:.0f}" for k, v in speeds.items()),
+        candidates = _ranked_by_speed(fp32_path, built, settings, info) if auto else formats
+        chosen, gate = None, None
+        for fmt in candidates:
+            int8_prob = run_onnx(onnx_session(built[fmt][0]), checks.images)[0]
+            gate = int8_gate(
+                checks.labels,
+                fp32_prob,
+                int8_prob,
+                max_auc_drop=opts.max_auc_drop,
+                min_agreement=opts.min_agreement,
+                source=checks.source if has_check_data else "calibration",
             )
-        else:
-            chosen = opts.int8_format
+            logger.info("int8 gate (%s): %s", fmt, gate.describe())
+            if gate.passed or not auto or opts.force:
+                chosen = fmt
+                break
+            info.setdefault("gate_refused", {})[fmt] = gate.as_dict()
         info["chosen"] = chosen or "fp32"
         if chosen is None:
-            logger.warning(
-                "int8 does not pay for this model (%s): keeping fp32",
-                ", ".join(f"{k} {v:.0f} img/s" for k, v in info["speed_img_per_s"].items()),
-            )
-            metadata = replace(metadata, extra={**metadata.extra, "int8_decision": info})
-            model = onnx.load(str(fp32_path))
-            set_metadata(model, metadata)
-            _save(model, fp32_path)
-            return metadata, info
-        int8_path, settings_q = built[chosen]
-        int8_prob = run_onnx(onnx_session(int8_path), checks.images)[0]
-        gate = int8_gate(
-            checks.labels,
-            fp32_prob,
-            int8_prob,
-            max_auc_drop=opts.max_auc_drop,
-            min_agreement=opts.min_agreement,
-            source=checks.source if has_check_data else "calibration",
-        )
+            return _keep_fp32(fp32_path, metadata, info), info
         info["gate"] = gate.as_dict()
-        logger.info("int8 gate: %s", gate.describe())
         if not gate.passed:
             if not opts.force:
                 raise Int8GateError(
@@ -318,12 +306,54 @@ def _int8(
                 f"int8 gate failed, written because of --force: {gate.describe()}", stacklevel=3
             )
             info["forced"] = True
-        quantization = {**settings_q, **info}
-        metadata = replace(metadata, quantization=quantization)
-        model = onnx.load(str(int8_path))
-        set_metadata(model, metadata)
-        _save(model, fp32_path)
+        int8_path, settings_q = built[chosen]
+        metadata = replace(metadata, quantization={**settings_q, **info})
+        _write_with_metadata(int8_path, metadata, fp32_path)
     return metadata, info
+
+
+def _ranked_by_speed(
+    fp32_path: Path, built: dict[str, Any], settings: Settings, info: dict[str, Any]
+) -> list[str]:
+    """Time fp32 and each int8 build; the formats that pay, fastest first (speeds in ``info``)."""
+    from convert.quantize import measure_speed, ranked_formats
+
+    speeds = {"fp32": measure_speed(fp32_path, settings.input_size)}
+    speeds |= {fmt: measure_speed(path, settings.input_size) for fmt, (path, _) in built.items()}
+    info["speed_img_per_s"] = {k: round(v, 1) for k, v in speeds.items()}
+    info["speed_batch"] = 8
+    logger.info(
+        "int8 speed at batch 8: %s img/s", ", ".join(f"{k} {v:.0f}" for k, v in speeds.items())
+    )
+    ranked = ranked_formats(speeds)
+    if not ranked:
+        logger.warning(
+            "int8 does not pay for this model (%s): keeping fp32",
+            ", ".join(f"{k} {v:.0f} img/s" for k, v in info["speed_img_per_s"].items()),
+        )
+    return ranked
+
+
+def _keep_fp32(fp32_path: Path, metadata: ModelMetadata, info: dict[str, Any]) -> ModelMetadata:
+    """The fp32 model stays, with the int8 decision in its metadata."""
+    refused = info.get("gate_refused", {})
+    if refused:
+        logger.warning(
+            "int8 refused by the gate for %s: keeping fp32; --int8-format FORMAT --force "
+            "writes one anyway",
+            "; ".join(f"{fmt} (agreement {g['agreement']:.2%})" for fmt, g in refused.items()),
+        )
+    metadata = replace(metadata, extra={**metadata.extra, "int8_decision": info})
+    _write_with_metadata(fp32_path, metadata, fp32_path)
+    return metadata
+
+
+def _write_with_metadata(source: Path, metadata: ModelMetadata, dest: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(source))
+    set_metadata(model, metadata)
+    _save(model, dest)
 
 
 def _save(model: Any, path: Path) -> None:

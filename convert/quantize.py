@@ -114,13 +114,19 @@ def measure_speed(
     return batch / float(np.median(times))
 
 
-def choose_format(speeds: dict[str, float], min_speedup: float = MIN_SPEEDUP) -> str | None:
-    """The fastest int8 format when it beats ``fp32`` by ``min_speedup``, else None (keep fp32)."""
+def ranked_formats(speeds: dict[str, float], min_speedup: float = MIN_SPEEDUP) -> list[str]:
+    """The int8 formats that beat ``fp32`` by ``min_speedup``, fastest first."""
     candidates = {k: v for k, v in speeds.items() if k in INT8_FORMATS}
     if not candidates:
         raise ValueError("no int8 speeds measured")
-    best = max(candidates, key=candidates.__getitem__)
-    return best if candidates[best] >= min_speedup * speeds["fp32"] else None
+    ranked = sorted(candidates, key=candidates.__getitem__, reverse=True)
+    return [k for k in ranked if candidates[k] >= min_speedup * speeds["fp32"]]
+
+
+def choose_format(speeds: dict[str, float], min_speedup: float = MIN_SPEEDUP) -> str | None:
+    """The fastest int8 format when it beats ``fp32`` by ``min_speedup``, else None (keep fp32)."""
+    ranked = ranked_formats(speeds, min_speedup)
+    return ranked[0] if ranked else None
 
 
 @dataclass(frozen=True)

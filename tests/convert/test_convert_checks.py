@@ -14,7 +14,7 @@ from convert_builders import train_small_cnn
 from convert.converter import convert_model
 from convert.errors import Int8GateError, PreprocessingMismatch
 from convert.metadata import read_metadata
-from convert.quantize import choose_format
+from convert.quantize import ranked_formats
 from models.cli_support import run_cli
 from models.synthetic import write_synthetic_dataset
 
@@ -116,15 +116,21 @@ def test_int8_auto_measures_and_keeps_what_wins(trained_cnn, labeled, tmp_path):
     )
     info = result.int8
     assert set(info["speed_img_per_s"]) == {"fp32", "u8s8", "s8s8"}
-    expected = choose_format(info["speed_img_per_s"]) or "fp32"
-    assert info["chosen"] == expected
+    # The formats that pay are gated fastest first; the first to pass is kept, else fp32.
+    ranked = ranked_formats(info["speed_img_per_s"])
+    refused = info.get("gate_refused", {})
+    passed = [f for f in ranked if f not in refused]
+    assert info["chosen"] == (passed[0] if passed else "fp32")
+    assert list(refused) == ranked[: len(refused)]
+    assert all(not g["passed"] for g in refused.values())
     meta = read_metadata(result.path)
-    if expected == "fp32":
+    if info["chosen"] == "fp32":
         assert meta.quantization is None and meta.extra["int8_decision"]["chosen"] == "fp32"
     else:
         assert (
-            meta.quantization["scheme"] == expected
+            meta.quantization["scheme"] == info["chosen"]
             and meta.quantization["gate"]["source"] == "calibration"
+            and meta.quantization["gate"]["passed"]
         )
 
 

@@ -18,7 +18,7 @@ from convert.metadata import ModelMetadata, read_metadata, set_metadata
 from convert.modecheck import group_of, hanley_mcneil_se, judge_modes, mode_groups
 from convert.options import ConvertOptions, check_options, resolve_settings
 from convert.parity import compare_outputs, require_parity
-from convert.quantize import choose_format, int8_gate
+from convert.quantize import choose_format, int8_gate, ranked_formats
 from models.errors import DataError, UsageError
 from models.framing import FaceMode, Framing
 from models.probabilities import sigmoid
@@ -247,6 +247,15 @@ def test_judge_modes_refuses_only_a_clearly_worse_declaration():
     assert judge_modes("rescale", aucs, 2000, 2000).refused
     assert not judge_modes("mobilenet_v2", aucs, 24, 24).refused
     assert hanley_mcneil_se(0.9, 24, 24) > hanley_mcneil_se(0.9, 240, 240) > 0
+
+
+def test_ranked_formats_are_those_that_pay_fastest_first():
+    assert ranked_formats({"fp32": 56, "u8s8": 194, "s8s8": 62}) == ["u8s8"]  # s8s8 < 1.15x
+    assert ranked_formats({"fp32": 50, "u8s8": 60, "s8s8": 90}) == ["s8s8", "u8s8"]
+    assert ranked_formats({"fp32": 100, "u8s8": 105, "s8s8": 130}) == ["s8s8"]
+    assert ranked_formats({"fp32": 199, "u8s8": 179, "s8s8": 63}) == []
+    with pytest.raises(ValueError, match="no int8 speeds measured"):
+        ranked_formats({"fp32": 100})
 
 
 def test_choose_format_keeps_fp32_when_int8_does_not_pay():

@@ -27,6 +27,25 @@ import pytest  # noqa: E402
 
 from models.synthetic import write_synthetic_dataset  # noqa: E402
 
+#: Tests that time a stop, a stall, a crash or a lost node on a real Ray. On a parallel run
+#: (``-n 2 --dist loadgroup``, the README's command) they take turns on one worker, so that two
+#: of them never share the machine's cores; everything else spreads over both.
+TIMED_FAULTS = {
+    "test_signals.py",
+    "test_nightly_crash.py",
+    "test_nightly_cluster.py",
+    "test_stall.py",
+    "test_faults.py",
+    "test_object_storage_faults.py",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in TIMED_FAULTS:
+            item.add_marker(pytest.mark.xdist_group("timed-faults"))
+
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

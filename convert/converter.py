@@ -84,36 +84,48 @@ def convert_model(
         settings.sources["preprocessing"],
     )
 
-    from convert.export import export_onnx, onnx_session, run_onnx
-    from convert.reference import KerasReference
+    from convert.export import export_onnx
 
     proto = export_onnx(
         loaded, structure, head, settings.preprocessing, settings.input_size, opset=opts.opset
     )
     checks = _check_images(opts.check_data, settings, opts.check_limit)
-    session = onnx_session(proto)
-    onnx_prob, onnx_logit = run_onnx(session, checks.images)
-    reference = KerasReference(loaded, structure, head)
-    keras_out = reference.run(checks.images, settings.preprocessing)
-    parity = require_parity(
-        compare_outputs(
-            keras_out.logit,
-            keras_out.prob,
-            onnx_logit,
-            onnx_prob,
-            tolerance=opts.parity_tolerance,
-            source=checks.source,
-        )
+    reference, keras_logit, onnx_prob, parity = _check_parity(
+        proto, loaded, structure, head, settings, checks, opts.parity_tolerance
     )
-    logger.info(
-        "parity: max |logit difference| %.2g on %d %s images",
-        parity.max_abs_logit_diff,
-        parity.n_images,
-        checks.source,
-    )
-    verdict = _check_preprocessing(reference, checks, settings, keras_out.logit, opts.force)
+    verdict = _check_preprocessing(reference, checks, settings, keras_logit, opts.force)
+    metadata = _metadata(settings, structure, head, parity, verdict, model_path, loaded, opts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    int8_info = None
+    try:
+        set_metadata(proto, metadata)
+        _save(proto, tmp)
+        if opts.int8:
+            has_check_data = bool(opts.check_data)
+            metadata, int8_info = _int8(
+                tmp, metadata, settings, checks, onnx_prob, opts, has_check_data=has_check_data
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    logger.info("converted (%s) in %.1f s", _describe_quantization(metadata), seconds)
+    return ConversionResult(out, metadata, parity, verdict, int8_info, seconds)
 
-    metadata = ModelMetadata(
+
+def _metadata(
+    settings: Settings,
+    structure: Any,
+    head: Any,
+    parity: Any,
+    verdict: Any,
+    model_path: Path,
+    loaded: Any,
+    opts: ConvertOptions,
+) -> ModelMetadata:
+    """What the ONNX file says of itself (docs/contracts.md: the model file)."""
+    return ModelMetadata(
         schema_version=SCHEMA_VERSION,
         name=settings.name,
         backbone=structure.backbone,
@@ -136,28 +148,43 @@ def convert_model(
             "settings_from": settings.sources,
         },
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    int8_info = None
-    try:
-        set_metadata(proto, metadata)
-        _save(proto, tmp)
-        if opts.int8:
-            metadata, int8_info = _int8(
-                tmp,
-                metadata,
-                settings,
-                checks,
-                onnx_prob,
-                opts,
-                has_check_data=bool(opts.check_data),
-            )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    seconds = time.perf_counter() - started
-    logger.info("converted (%s) in %.1f s", _describe_quantization(metadata), seconds)
-    return ConversionResult(out, metadata, parity, verdict, int8_info, seconds)
+
+
+def _check_parity(
+    proto: Any,
+    loaded: Any,
+    structure: Any,
+    head: Any,
+    settings: Settings,
+    checks: CheckImages,
+    tolerance: float,
+) -> tuple[Any, np.ndarray, np.ndarray, Any]:
+    """Run the ONNX model and the Keras original on the check images; refuse a difference
+    over ``tolerance``. Returns the Keras reference, its logits, the ONNX probabilities and
+    the parity record."""
+    from convert.export import onnx_session, run_onnx
+    from convert.reference import KerasReference
+
+    onnx_prob, onnx_logit = run_onnx(onnx_session(proto), checks.images)
+    reference = KerasReference(loaded, structure, head)
+    keras_out = reference.run(checks.images, settings.preprocessing)
+    parity = require_parity(
+        compare_outputs(
+            keras_out.logit,
+            keras_out.prob,
+            onnx_logit,
+            onnx_prob,
+            tolerance=tolerance,
+            source=checks.source,
+        )
+    )
+    logger.info(
+        "parity: max |logit difference| %.2g on %d %s images",
+        parity.max_abs_logit_diff,
+        parity.n_images,
+        checks.source,
+    )
+    return reference, keras_out.logit, onnx_prob, parity
 
 
 def _locate(model: Path) -> tuple[Path, RunInfo | None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from models.descriptor import ModelDescriptor, check_model_name
 from models.errors import UsageError
@@ -129,38 +130,9 @@ def resolve_settings(
     model_input_size: tuple[int, int] | None,
 ) -> Settings:
     """Combine options, ``run.json`` and the model's input size. Pure (no I/O)."""
-    sources: dict[str, str] = {}
-
-    def pick(key: str, explicit, recorded, default=None, what: str = ""):
-        if explicit is not None:
-            if recorded is not None and explicit != recorded and not opts.force:
-                raise UsageError(
-                    f"{what or key} {_show(explicit)} contradicts {_show(recorded)} recorded in"
-                    f" {run_info.path if run_info else 'run.json'}: drop the option, or pass"
-                    " --force if the record is wrong"
-                )
-            sources[key] = "option"
-            return explicit
-        if recorded is not None:
-            sources[key] = "run.json"
-            return recorded
-        sources[key] = "default"
-        return default
-
-    if opts.preprocess == "auto":
-        if run_info is None:
-            raise UsageError(
-                f"--preprocess auto: {model_path} has no run.json from genderscore training,"
-                " so its preprocessing is unknown; say which one it was trained with:"
-                f" --preprocess {'|'.join(PREPROCESSING)}"
-            )
-        preprocessing = run_info.preprocessing
-        sources["preprocessing"] = "run.json"
-    else:
-        recorded = run_info.preprocessing if run_info else None
-        preprocessing = pick("preprocessing", opts.preprocess, recorded, what="--preprocess")
-
-    class_names = pick(
+    picker = _Picker(opts, run_info)
+    preprocessing = _preprocessing(picker, model_path)
+    class_names = picker.pick(
         "class_names",
         tuple(opts.class_names) if opts.class_names else None,
         tuple(run_info.class_names) if run_info else None,
@@ -170,55 +142,104 @@ def resolve_settings(
     recorded_positive = run_info.positive_class if run_info else None
     if recorded_positive is not None and recorded_positive not in class_names:
         recorded_positive = None
-    positive = pick(
+    positive = picker.pick(
         "positive_class", opts.positive, recorded_positive, class_names[1], "--positive"
     )
     if positive not in class_names:
         raise UsageError(
             f"--positive {positive!r} is not one of the class names {list(class_names)}"
         )
+    input_size = _input_size(picker, model_path, model_input_size)
+    picker.sources["name"] = "option" if opts.name else "file name"
+    return Settings(
+        name=opts.name or _default_name(model_path),
+        input_size=tuple(input_size),
+        class_names=class_names,
+        positive_class=positive,
+        preprocessing=preprocessing,
+        sources=picker.sources,
+        framing=_framing(picker),
+    )
 
-    recorded_size = tuple(run_info.image_size) if run_info else None
+
+class _Picker:
+    """An option, else what ``run.json`` recorded, else a default; remembers which won
+    (``sources``), and refuses an option that contradicts the record unless ``--force``."""
+
+    def __init__(self, opts: ConvertOptions, run_info: RunInfo | None) -> None:
+        self.opts = opts
+        self.run_info = run_info
+        self.sources: dict[str, str] = {}
+
+    def pick(self, key: str, explicit: Any, recorded: Any, default: Any = None, what: str = ""):
+        if explicit is not None:
+            if recorded is not None and explicit != recorded and not self.opts.force:
+                self.contradiction(f"{what or key} {_show(explicit)}", _show(recorded))
+            self.sources[key] = "option"
+            return explicit
+        if recorded is not None:
+            self.sources[key] = "run.json"
+            return recorded
+        self.sources[key] = "default"
+        return default
+
+    def contradiction(self, option: str, recorded: str) -> None:
+        where = self.run_info.path if self.run_info else "run.json"
+        raise UsageError(
+            f"{option} contradicts {recorded} recorded in {where}: drop the option, or pass"
+            " --force if the record is wrong"
+        )
+
+
+def _preprocessing(picker: _Picker, model_path: Path) -> str:
+    opts, run_info = picker.opts, picker.run_info
+    if opts.preprocess != "auto":
+        recorded = run_info.preprocessing if run_info else None
+        return picker.pick("preprocessing", opts.preprocess, recorded, what="--preprocess")
+    if run_info is None:
+        raise UsageError(
+            f"--preprocess auto: {model_path} has no run.json from genderscore training,"
+            " so its preprocessing is unknown; say which one it was trained with:"
+            f" --preprocess {'|'.join(PREPROCESSING)}"
+        )
+    picker.sources["preprocessing"] = "run.json"
+    return run_info.preprocessing
+
+
+def _input_size(
+    picker: _Picker, model_path: Path, model_input_size: tuple[int, int] | None
+) -> tuple[int, int]:
+    opts, run_info = picker.opts, picker.run_info
     if model_input_size is not None:
         if opts.image_size is not None and tuple(opts.image_size) != model_input_size:
             raise UsageError(
                 f"--image-size {_size(opts.image_size)} differs from the model's fixed input"
                 f" {_size(model_input_size)}: drop --image-size"
             )
-        input_size = model_input_size
-        sources["input_size"] = "model"
-    else:
-        input_size = pick("input_size", opts.image_size, recorded_size, what="--image-size")
-        if input_size is None:
-            raise UsageError(
-                f"{model_path} accepts any image size and no run.json records one: pass"
-                " --image-size HEIGHTxWIDTH (the size it was trained at)"
-            )
+        picker.sources["input_size"] = "model"
+        return model_input_size
+    recorded_size = tuple(run_info.image_size) if run_info else None
+    input_size = picker.pick("input_size", opts.image_size, recorded_size, what="--image-size")
+    if input_size is None:
+        raise UsageError(
+            f"{model_path} accepts any image size and no run.json records one: pass"
+            " --image-size HEIGHTxWIDTH (the size it was trained at)"
+        )
+    return input_size
 
-    name = opts.name or _default_name(model_path)
-    sources["name"] = "option" if opts.name else "file name"
-    recorded_framing = run_info.framing if run_info else None
-    framing = recorded_framing or Framing()
-    if opts.faces is not None:
-        framing = framing.with_mode(opts.faces)
-        if recorded_framing is not None and framing != recorded_framing and not opts.force:
-            raise UsageError(
-                f"--faces {opts.faces} contradicts framing {recorded_framing.mode} recorded in"
-                f" {run_info.path if run_info else 'run.json'}: drop the option, or pass --force"
-                " if the record is wrong"
-            )
-        sources["framing"] = "option"
-    else:
-        sources["framing"] = "run.json" if recorded_framing else "default"
-    return Settings(
-        name=name,
-        input_size=tuple(input_size),
-        class_names=class_names,
-        positive_class=positive,
-        preprocessing=preprocessing,
-        sources=sources,
-        framing=framing,
-    )
+
+def _framing(picker: _Picker) -> Framing:
+    opts, run_info = picker.opts, picker.run_info
+    recorded = run_info.framing if run_info else None
+    framing = recorded or Framing()
+    if opts.faces is None:
+        picker.sources["framing"] = "run.json" if recorded else "default"
+        return framing
+    framing = framing.with_mode(opts.faces)
+    if recorded is not None and framing != recorded and not opts.force:
+        picker.contradiction(f"--faces {opts.faces}", f"framing {recorded.mode}")
+    picker.sources["framing"] = "option"
+    return framing
 
 
 def _default_name(model_path: Path) -> str:

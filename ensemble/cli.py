@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -222,15 +223,8 @@ def tune(
     }
     manifest_options = {k: v for k, v in manifest_options.items() if v is not None}
     if manifest is not None:
-        if not model_paths:
-            raise click.UsageError("--manifest needs the models to score it: add --models A.onnx")
-        if groups is not None:
-            _check_manifest_columns(manifest, groups.group_by)
-            manifest_options["keep_columns"] = list(groups.group_by)
-        files = _score_manifest(
-            manifest, model_paths, scores_out or out.with_suffix(".scores"), manifest_options
-        )
-        scores = read_scores(files)
+        scores_out = scores_out or out.with_suffix(".scores")
+        scores = _scores_of_manifest(manifest, model_paths, scores_out, manifest_options, groups)
     else:
         if model_paths or scores_out or manifest_options:
             raise click.UsageError(
@@ -249,8 +243,31 @@ def tune(
         n_boot=n_boot,
         groups=groups,
     )
+    result.spec.save(out)
+    _print_tuned(result, out, report)
+
+
+def _scores_of_manifest(
+    manifest: Path,
+    model_paths: tuple[Path, ...],
+    scores_out: Path,
+    manifest_options: dict[str, Any],
+    groups: Any,
+) -> Any:
+    """Score a labeled manifest with the models (``tune --manifest``) and read the scores."""
+    from ensemble.scores import read_scores
+
+    if not model_paths:
+        raise click.UsageError("--manifest needs the models to score it: add --models A.onnx")
+    if groups is not None:
+        _check_manifest_columns(manifest, groups.group_by)
+        manifest_options["keep_columns"] = list(groups.group_by)
+    return read_scores(_score_manifest(manifest, model_paths, scores_out, manifest_options))
+
+
+def _print_tuned(result: Any, out: Path, report: Path | None) -> None:
+    """What tune chose and how it does on validation; the report page, if asked for."""
     spec = result.spec
-    spec.save(out)
     content = spec.content
     val = content["validation"]
     console = _console()

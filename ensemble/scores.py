@@ -233,14 +233,10 @@ class LabeledScores:
         return (self.negative, self.positive)
 
 
-def labeled_scores(
-    scores: ScoresFile, positive: str, models: Sequence[str] | None = None
-) -> LabeledScores:
-    """Rows with status ok, their labels (1 = ``positive``) and the chosen models' scores.
-
-    One DataError per problem: no label column, unlabeled or unknown labels, NaN scores,
-    one class only.
-    """
+def _chosen_models(
+    scores: ScoresFile, positive: str, models: Sequence[str] | None
+) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """The models asked for (all by default) and their two classes, ``positive`` one of them."""
     names = list(models) if models is not None else scores.model_names
     by_name = {m["name"]: m for m in scores.models}
     unknown = [n for n in names if n not in by_name]
@@ -263,15 +259,14 @@ def labeled_scores(
         raise UsageError(
             f"--positive {positive!r} is not one of the models' classes {list(classes)}"
         )
-    if LABEL_COLUMN not in scores.table.column_names:
-        raise DataError(
-            f"{scores.path} has no label column {LABEL_COLUMN!r}: tune and evaluate need "
-            "labeled scores (score a manifest that has a label column)"
-        )
-    ok = scores.ok_mask()
+    return chosen, classes
+
+
+def _labels(
+    scores: ScoresFile, ok: np.ndarray, classes: tuple[str, ...], positive: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ok rows' labels as strings, and as 0/1 targets (1 = ``positive``); both classes."""
     n_ok = int(ok.sum())
-    if n_ok == 0:
-        raise DataError(f"{scores.path} has no rows with status ok ({len(ok)} rows in all)")
     labels = scores.table.column(LABEL_COLUMN).to_numpy(zero_copy_only=False)[ok]
     missing = np.array([v is None or v != v for v in labels])
     if missing.any():
@@ -291,6 +286,28 @@ def labeled_scores(
             f"{scores.path}: the labels hold one class only (all {n_ok} ok rows are "
             f"{labels[0]!r}); tuning and evaluation need both classes"
         )
+    return labels, y
+
+
+def labeled_scores(
+    scores: ScoresFile, positive: str, models: Sequence[str] | None = None
+) -> LabeledScores:
+    """Rows with status ok, their labels (1 = ``positive``) and the chosen models' scores.
+
+    One DataError per problem: no label column, unlabeled or unknown labels, NaN scores,
+    one class only.
+    """
+    chosen, classes = _chosen_models(scores, positive, models)
+    if LABEL_COLUMN not in scores.table.column_names:
+        raise DataError(
+            f"{scores.path} has no label column {LABEL_COLUMN!r}: tune and evaluate need "
+            "labeled scores (score a manifest that has a label column)"
+        )
+    ok = scores.ok_mask()
+    n_ok = int(ok.sum())
+    if n_ok == 0:
+        raise DataError(f"{scores.path} has no rows with status ok ({len(ok)} rows in all)")
+    labels, y = _labels(scores, ok, classes, positive)
     raw = {m["name"]: scores.probs(m["name"], ok) for m in chosen}
     for name, p in raw.items():
         n_nan = int(np.isnan(p).sum())

@@ -163,166 +163,20 @@ def train(config: TrainConfig) -> TrainResult:
     bb = get_backbone(cfg.backbone)
     size = cfg.image_size or (bb.default_size, bb.default_size)
     preprocessing = cfg.preprocessing or bb.preprocessing
-    pretrained = weights is not None
     framing = Framing(parse_face_mode(cfg.faces))
 
     data = discover_data(cfg.data, val_split=cfg.val_split, positive=cfg.positive, seed=cfg.seed)
-    t0 = time.perf_counter()
-    train_imgs = decode_samples(
-        data.train,
-        size,
-        data.positive_class,
-        bad_images=cfg.bad_images,
-        workers=cfg.workers,
-        what="training data",
-        framing=framing,
-    )
-    val_imgs = decode_samples(
-        data.val,
-        size,
-        data.positive_class,
-        bad_images=cfg.bad_images,
-        workers=cfg.workers,
-        what="validation data",
-        framing=framing,
-    )
-    _check_both_classes(train_imgs, data.class_names, data.positive_class)
-    log.info(
-        "decoded %d training and %d validation images at %dx%d in %.1fs (%s)",
-        len(train_imgs),
-        len(val_imgs),
-        size[0],
-        size[1],
-        time.perf_counter() - t0,
-        data.layout,
-    )
-
-    import keras
-
-    from models.build import build_model, unfreeze_top
-    from models.losses import make_loss
-
-    keras.utils.set_random_seed(cfg.seed)
-    augmentation = Augmentation() if cfg.augment else None
-    ds_train = make_dataset(
-        train_imgs,
-        batch_size=cfg.batch_size,
-        preprocessing=preprocessing,
-        augmentation=augmentation,
-        shuffle=True,
-        oversample=cfg.oversample,
-        seed=cfg.seed,
-    )
-    ds_val = make_dataset(val_imgs, batch_size=cfg.batch_size, preprocessing=preprocessing)
-    class_weight = _class_weight(train_imgs.targets) if cfg.class_weight == "balanced" else None
-
-    model = build_model(
-        bb,
-        size,
-        weights=weights,
-        head=cfg.head,
-        head_units=cfg.head_units,
-        dropout=cfg.dropout,
-        bn_momentum=cfg.bn_momentum
-        if cfg.bn_momentum is not None
-        else (None if pretrained else SCRATCH_BN_MOMENTUM),
-    )
-    loss = make_loss(
-        cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing
-    )
-    lr = cfg.lr or (DEFAULT_LR_PRETRAINED if pretrained else DEFAULT_LR_SCRATCH)
+    train_imgs, val_imgs = _decode(cfg, data, size, framing)
     model_path = run_dir / MODEL_FILENAME
-    mode = "min" if cfg.monitor == "val_loss" else "max"
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(model_path), monitor=cfg.monitor, mode=mode, save_best_only=True, verbose=0
-    )
-    phases: list[dict[str, Any]] = []
-    history: dict[str, list[float]] = {}
-
-    def fit(epochs: int, rate: float, name: str, warmup: bool) -> None:
-        model.compile(
-            optimizer=keras.optimizers.Adam(rate),
-            loss=loss,
-            metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-            # XLA compilation of a whole backbone costs more than it saves on CPU.
-            jit_compile=False,
-        )
-        # Creating the optimizer's slots inside the first traced step makes TensorFlow
-        # trace the step twice: build them up front.
-        model.optimizer.build(model.trainable_variables)
-        start = len(history.get("loss", []))
-        callbacks = [
-            checkpoint,
-            keras.callbacks.EarlyStopping(
-                monitor=cfg.monitor, mode=mode, patience=cfg.patience, restore_best_weights=True
-            ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=cfg.monitor,
-                mode=mode,
-                factor=0.5 if not pretrained else 0.2,
-                patience=max(1, cfg.patience // 2),
-                min_lr=rate / 100,
-            ),
-        ]
-        if warmup:
-            callbacks.append(_LinearWarmup(rate))
-        if cfg.time_budget_s is not None:
-            callbacks.append(_TimeBudget(t_start + cfg.time_budget_s))
-        result = model.fit(
-            ds_train,
-            validation_data=ds_val,
-            epochs=start + epochs,
-            initial_epoch=start,
-            class_weight=class_weight,
-            callbacks=callbacks,
-            shuffle=False,  # tf.data already shuffles (or oversamples) each epoch
-            verbose=cfg.verbose,
-        )
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        history.setdefault("phase", []).extend([len(phases)] * len(result.history["loss"]))
-        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-        phases.append(
-            {
-                "name": name,
-                "epochs_run": len(result.history["loss"]),
-                "learning_rate": rate,
-                "trainable_params": trainable,
-                "first_epoch": start + 1,
-            }
-        )
-
-    t0 = t_start = time.perf_counter()
-    if pretrained:
-        fit(cfg.epochs, lr, "head (frozen base)", warmup=False)
-        n_layers = bb.fine_tune_layers if cfg.fine_tune_layers is None else cfg.fine_tune_layers
-        ft_epochs = cfg.epochs if cfg.fine_tune_epochs is None else cfg.fine_tune_epochs
-        if n_layers > 0 and ft_epochs > 0:
-            unfrozen = unfreeze_top(model, n_layers)
-            log.info("fine-tuning the top %d layers (%d with weights)", n_layers, unfrozen)
-            ft_lr = cfg.fine_tune_lr or lr * FINE_TUNE_LR_FACTOR
-            fit(ft_epochs, ft_lr, f"fine-tune top {n_layers} layers", warmup=False)
-    else:
-        fit(cfg.epochs, lr, "from scratch", warmup=True)
+    fitter = _Fitter(cfg, bb, size, weights, preprocessing, train_imgs, val_imgs, model_path)
+    t0 = time.perf_counter()
+    fitter.run_phases()
     train_seconds = time.perf_counter() - t0
-
-    from models.build import load_model
-
-    best = load_model(model_path)
-    val_scores = best.predict(
-        make_dataset(val_imgs, batch_size=cfg.batch_size, preprocessing=preprocessing), verbose=0
-    ).reshape(-1)
-    from models.metrics import binary_metrics
-
-    val_metrics = binary_metrics(
-        val_imgs.targets,
-        val_scores,
-        0.5,
-        class_names=_target_names(data.class_names, data.positive_class),
-    )
+    val_metrics = _validate_best(model_path, val_imgs, cfg.batch_size, preprocessing, data)
+    history, phases = fitter.history_, fitter.phases_
     monitored = history.get(cfg.monitor, [])
     best_score = (
-        float(np.nanmin(monitored) if mode == "min" else np.nanmax(monitored))
+        float(np.nanmin(monitored) if fitter.mode == "min" else np.nanmax(monitored))
         if monitored
         else None
     )
@@ -345,18 +199,10 @@ def train(config: TrainConfig) -> TrainResult:
         "framing": framing.to_dict(),
         "input": "float32 (batch, height, width, 3) RGB 0..255 after preprocessing",
         "weights": cfg.weights if weights in (None, "imagenet") else str(weights),
-        "head": _head_dict(model),
+        "head": _head_dict(fitter.model),
         "seed": cfg.seed,
         "args": jsonable(asdict(cfg)),
-        "data": {
-            **data.describe(),
-            "train_images": len(train_imgs),
-            "val_images": len(val_imgs),
-            "skipped_images": [
-                {"path": b.path, "code": b.code, "message": b.message}
-                for b in train_imgs.bad + val_imgs.bad
-            ],
-        },
+        "data": _data_record(data, train_imgs, val_imgs),
         "phases": phases,
         "monitor": cfg.monitor,
         "best_score": best_score,
@@ -378,6 +224,212 @@ def train(config: TrainConfig) -> TrainResult:
         model_path,
     )
     return TrainResult(run_dir, model_path, info, history, best_score, val_metrics)
+
+
+def _decode(
+    cfg: TrainConfig, data: Any, size: tuple[int, int], framing: Framing
+) -> tuple[Any, Any]:
+    """The training and validation images, decoded (and framed) once, both classes checked."""
+    t0 = time.perf_counter()
+    decoded = [
+        decode_samples(
+            samples,
+            size,
+            data.positive_class,
+            bad_images=cfg.bad_images,
+            workers=cfg.workers,
+            what=what,
+            framing=framing,
+        )
+        for samples, what in ((data.train, "training data"), (data.val, "validation data"))
+    ]
+    train_imgs, val_imgs = decoded
+    _check_both_classes(train_imgs, data.class_names, data.positive_class)
+    log.info(
+        "decoded %d training and %d validation images at %dx%d in %.1fs (%s)",
+        len(train_imgs),
+        len(val_imgs),
+        size[0],
+        size[1],
+        time.perf_counter() - t0,
+        data.layout,
+    )
+    return train_imgs, val_imgs
+
+
+class _Fitter:
+    """The model, its data and its callbacks, fitted in one phase (from scratch) or two (a
+    frozen pretrained base, then its top layers); ``history_`` and ``phases_`` as they go."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        bb: Any,
+        size: tuple[int, int],
+        weights: Any,
+        preprocessing: str,
+        train_imgs: Any,
+        val_imgs: Any,
+        model_path: Path,
+    ) -> None:
+        import keras
+
+        from models.build import build_model
+        from models.losses import make_loss
+
+        self.cfg, self.bb = cfg, bb
+        self.pretrained = weights is not None
+        keras.utils.set_random_seed(cfg.seed)
+        self.ds_train = make_dataset(
+            train_imgs,
+            batch_size=cfg.batch_size,
+            preprocessing=preprocessing,
+            augmentation=Augmentation() if cfg.augment else None,
+            shuffle=True,
+            oversample=cfg.oversample,
+            seed=cfg.seed,
+        )
+        self.ds_val = make_dataset(val_imgs, batch_size=cfg.batch_size, preprocessing=preprocessing)
+        balanced = cfg.class_weight == "balanced"
+        self.class_weight = _class_weight(train_imgs.targets) if balanced else None
+        if cfg.bn_momentum is not None:
+            bn_momentum = cfg.bn_momentum
+        else:
+            bn_momentum = None if self.pretrained else SCRATCH_BN_MOMENTUM
+        self.model = build_model(
+            bb,
+            size,
+            weights=weights,
+            head=cfg.head,
+            head_units=cfg.head_units,
+            dropout=cfg.dropout,
+            bn_momentum=bn_momentum,
+        )
+        self.loss = make_loss(
+            cfg.loss,
+            alpha=cfg.focal_alpha,
+            gamma=cfg.focal_gamma,
+            label_smoothing=cfg.label_smoothing,
+        )
+        self.mode = "min" if cfg.monitor == "val_loss" else "max"
+        self.checkpoint = keras.callbacks.ModelCheckpoint(
+            str(model_path), monitor=cfg.monitor, mode=self.mode, save_best_only=True, verbose=0
+        )
+        self.history_: dict[str, list[float]] = {}
+        self.phases_: list[dict[str, Any]] = []
+        self.deadline_: float | None = None
+
+    def run_phases(self) -> None:
+        from models.build import unfreeze_top
+
+        cfg, bb = self.cfg, self.bb
+        if cfg.time_budget_s is not None:
+            self.deadline_ = time.perf_counter() + cfg.time_budget_s
+        lr = cfg.lr or (DEFAULT_LR_PRETRAINED if self.pretrained else DEFAULT_LR_SCRATCH)
+        if not self.pretrained:
+            self.fit(cfg.epochs, lr, "from scratch", warmup=True)
+            return
+        self.fit(cfg.epochs, lr, "head (frozen base)", warmup=False)
+        n_layers = bb.fine_tune_layers if cfg.fine_tune_layers is None else cfg.fine_tune_layers
+        ft_epochs = cfg.epochs if cfg.fine_tune_epochs is None else cfg.fine_tune_epochs
+        if n_layers > 0 and ft_epochs > 0:
+            unfrozen = unfreeze_top(self.model, n_layers)
+            log.info("fine-tuning the top %d layers (%d with weights)", n_layers, unfrozen)
+            ft_lr = cfg.fine_tune_lr or lr * FINE_TUNE_LR_FACTOR
+            self.fit(ft_epochs, ft_lr, f"fine-tune top {n_layers} layers", warmup=False)
+
+    def fit(self, epochs: int, rate: float, name: str, warmup: bool) -> None:
+        import keras
+
+        cfg, model, history = self.cfg, self.model, self.history_
+        model.compile(
+            optimizer=keras.optimizers.Adam(rate),
+            loss=self.loss,
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+            # XLA compilation of a whole backbone costs more than it saves on CPU.
+            jit_compile=False,
+        )
+        # Creating the optimizer's slots inside the first traced step makes TensorFlow
+        # trace the step twice: build them up front.
+        model.optimizer.build(model.trainable_variables)
+        start = len(history.get("loss", []))
+        result = model.fit(
+            self.ds_train,
+            validation_data=self.ds_val,
+            epochs=start + epochs,
+            initial_epoch=start,
+            class_weight=self.class_weight,
+            callbacks=self._callbacks(rate, warmup),
+            shuffle=False,  # tf.data already shuffles (or oversamples) each epoch
+            verbose=cfg.verbose,
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        history.setdefault("phase", []).extend([len(self.phases_)] * len(result.history["loss"]))
+        self.phases_.append(
+            {
+                "name": name,
+                "epochs_run": len(result.history["loss"]),
+                "learning_rate": rate,
+                "trainable_params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+                "first_epoch": start + 1,
+            }
+        )
+
+    def _callbacks(self, rate: float, warmup: bool) -> list[Any]:
+        import keras
+
+        cfg, mode = self.cfg, self.mode
+        callbacks = [
+            self.checkpoint,
+            keras.callbacks.EarlyStopping(
+                monitor=cfg.monitor, mode=mode, patience=cfg.patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=cfg.monitor,
+                mode=mode,
+                factor=0.5 if not self.pretrained else 0.2,
+                patience=max(1, cfg.patience // 2),
+                min_lr=rate / 100,
+            ),
+        ]
+        if warmup:
+            callbacks.append(_LinearWarmup(rate))
+        if self.deadline_ is not None:
+            callbacks.append(_TimeBudget(self.deadline_))
+        return callbacks
+
+
+def _validate_best(
+    model_path: Path, val_imgs: Any, batch_size: int, preprocessing: str, data: Any
+) -> dict[str, Any]:
+    """The best checkpoint's metrics on the validation images at 0.5."""
+    from models.build import load_model
+    from models.metrics import binary_metrics
+
+    best = load_model(model_path)
+    val_scores = best.predict(
+        make_dataset(val_imgs, batch_size=batch_size, preprocessing=preprocessing), verbose=0
+    ).reshape(-1)
+    return binary_metrics(
+        val_imgs.targets,
+        val_scores,
+        0.5,
+        class_names=_target_names(data.class_names, data.positive_class),
+    )
+
+
+def _data_record(data: Any, train_imgs: Any, val_imgs: Any) -> dict[str, Any]:
+    """``data`` in run.json: where the images came from, how many, which were skipped."""
+    return {
+        **data.describe(),
+        "train_images": len(train_imgs),
+        "val_images": len(val_imgs),
+        "skipped_images": [
+            {"path": b.path, "code": b.code, "message": b.message}
+            for b in train_imgs.bad + val_imgs.bad
+        ],
+    }
 
 
 def _target_names(class_names: tuple[str, str], positive: str) -> tuple[str, str]:

@@ -232,27 +232,8 @@ def run(
     """Score every row of a manifest into OUT/run_date=YYYY-MM-DD: one Parquet row per
     manifest row, bad images included. A committed date is not scored again (unless --force);
     a crashed one resumes."""
-    from scoring.internal import logs
-
-    ctx = click.get_current_context()
-    if more_models and not models:
-        raise click.UsageError(
-            f"unexpected argument(s) {' '.join(more_models)}: model files go after --models"
-        )
-    # `--models a.onnx b.onnx`: click gives the first to --models, the rest arrive here.
-    all_models = [*models, *more_models]
-    # A flag overrides the config file also across the either-or of --models / --ensemble.
-    from_file = ParameterSource.DEFAULT_MAP
-    if ensemble and all_models and ctx.get_parameter_source("models") == from_file:
-        all_models = []
-    elif ensemble and all_models and ctx.get_parameter_source("ensemble") == from_file:
-        ensemble = None
-    logs.configure(log_format)
-    if log_format == "json":
-        logs.wrap_std_fds()  # Ray's C++ lines and printed messages too
-    else:
-        logs.filter_native_stderr()  # Ray's C++ core writes to fd 2 directly
-    logs.set_run_id(None)
+    all_models, ensemble = _models_or_ensemble(models, more_models, ensemble)
+    _configure_logs(log_format)
     options = {
         "ray_address": ray_address,
         "batch_size": batch_size,
@@ -278,21 +259,60 @@ def run(
         _run_nightly(manifest, all_models, ensemble, out, run_date, incremental,
                      max_error_rate, log_format, options)  # fmt: skip
     except GenderscoreError as exc:
-        run_id = logs.current_run_id()
-        message = " ".join(str(exc).split())
-        if log_format == "json":
-            stopped = isinstance(exc, RunStopped)
-            log.log(
-                logging.WARNING if stopped else logging.ERROR,
-                message,
-                extra={"event": "stopped" if stopped else "error", "exit_code": exc.exit_code},
-            )
-            raise click.exceptions.Exit(exc.exit_code) from None
-        if run_id is not None and not isinstance(exc, UsageError):
-            # a failed run or an error rate: name the run whose logs and staging to look at
-            exc.args = (f"{message} [run {run_id}]",)
-            raise exc from None
-        raise
+        _report(exc, log_format)
+
+
+def _models_or_ensemble(
+    models: tuple[str, ...], more_models: tuple[str, ...], ensemble: str | None
+) -> tuple[list[str], str | None]:
+    """The model files and the ensemble file the command line and config file name."""
+    ctx = click.get_current_context()
+    if more_models and not models:
+        raise click.UsageError(
+            f"unexpected argument(s) {' '.join(more_models)}: model files go after --models"
+        )
+    # `--models a.onnx b.onnx`: click gives the first to --models, the rest arrive here.
+    all_models = [*models, *more_models]
+    # A flag overrides the config file also across the either-or of --models / --ensemble.
+    from_file = ParameterSource.DEFAULT_MAP
+    if ensemble and all_models and ctx.get_parameter_source("models") == from_file:
+        all_models = []
+    elif ensemble and all_models and ctx.get_parameter_source("ensemble") == from_file:
+        ensemble = None
+    return all_models, ensemble
+
+
+def _configure_logs(log_format: str) -> None:
+    from scoring.internal import logs
+
+    logs.configure(log_format)
+    if log_format == "json":
+        logs.wrap_std_fds()  # Ray's C++ lines and printed messages too
+    else:
+        logs.filter_native_stderr()  # Ray's C++ core writes to fd 2 directly
+    logs.set_run_id(None)
+
+
+def _report(exc: GenderscoreError, log_format: str) -> None:
+    """A failed or stopped run: one JSON record and its exit code, or the error (re-raised)
+    with the run id to look up, for the root command to print."""
+    from scoring.internal import logs
+
+    run_id = logs.current_run_id()
+    message = " ".join(str(exc).split())
+    if log_format == "json":
+        stopped = isinstance(exc, RunStopped)
+        log.log(
+            logging.WARNING if stopped else logging.ERROR,
+            message,
+            extra={"event": "stopped" if stopped else "error", "exit_code": exc.exit_code},
+        )
+        raise click.exceptions.Exit(exc.exit_code) from None
+    if run_id is not None and not isinstance(exc, UsageError):
+        # a failed run or an error rate: name the run whose logs and staging to look at
+        exc.args = (f"{message} [run {run_id}]",)
+        raise exc from None
+    raise exc
 
 
 def _run_nightly(

@@ -111,15 +111,20 @@ def load_keras_model(path: str | os.PathLike[str], *, unsafe_load: bool = False)
 
 
 def _load_keras3(path: Path, unsafe_load: bool) -> LoadedModel:
+    return _keras3_load(path, "keras", unsafe_load)
+
+
+def _keras3_load(path: Path, fmt: str, unsafe_load: bool) -> LoadedModel:
+    """Load with Keras 3, which picks its reader by suffix: a copy or link named ``.<fmt>``."""
     keras = _keras3()
-    source = _with_suffix(path, ".keras")
+    source = _with_suffix(path, f".{fmt}")
     try:
         model = keras.saving.load_model(str(source), compile=False, safe_mode=not unsafe_load)
     except Exception as exc:
         raise _load_error(path, exc) from None
     finally:
         _cleanup(source, path)
-    return LoadedModel(model, path, "keras", "keras3", keras.__version__)
+    return LoadedModel(model, path, fmt, "keras3", keras.__version__)
 
 
 def _load_h5(path: Path, unsafe_load: bool) -> LoadedModel:
@@ -127,15 +132,7 @@ def _load_h5(path: Path, unsafe_load: bool) -> LoadedModel:
     keras_version = str(attrs.get("keras_version", ""))
     if keras_version.startswith("3."):
         # Written by Keras 3's legacy saver: Keras 3 reads its own configs best.
-        keras = _keras3()
-        source = _with_suffix(path, ".h5")
-        try:
-            model = keras.saving.load_model(str(source), compile=False, safe_mode=not unsafe_load)
-        except Exception as exc:
-            raise _load_error(path, exc) from None
-        finally:
-            _cleanup(source, path)
-        return LoadedModel(model, path, "h5", "keras3", keras.__version__)
+        return _keras3_load(path, "h5", unsafe_load)
     tf_keras = _tf_keras()
     try:
         model = tf_keras.models.load_model(str(path), compile=False)

@@ -104,14 +104,21 @@ def read_image_bytes(
             return fh.read()
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError(ErrorCode.NOT_FOUND, f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {path}") from None
-    except PermissionError:
-        raise ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {path}") from None
     except (OSError, ValueError) as exc:
-        raise ImageError(ErrorCode.READ_ERROR, f"cannot read {path}: {exc}") from None
+        raise _os_error(exc, path) or ImageError(
+            ErrorCode.READ_ERROR, f"cannot read {path}: {exc}"
+        ) from None
+
+
+def _os_error(exc: Exception, path: str) -> ImageError | None:
+    """The row error for a missing, non-regular or forbidden file; None for other errors."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(ErrorCode.NOT_FOUND, f"no such file: {path}")
+    if isinstance(exc, IsADirectoryError):
+        return ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {path}")
+    if isinstance(exc, PermissionError):
+        return ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {path}")
+    return None
 
 
 def _file_uri_to_path(uri: str) -> str:
@@ -130,17 +137,12 @@ def _read_uri(uri: str, max_bytes: int, resolve: Resolver | None) -> bytes:
         with filesystem.open_input_file(inner) as fh:
             _check_size(fh.size(), uri, max_bytes)
             return fh.read()
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(ErrorCode.NOT_FOUND, f"no such file: {uri}") from None
-    except IsADirectoryError:
-        raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {uri}") from None
-    except PermissionError:
-        raise ImageError(ErrorCode.PERMISSION_DENIED, f"permission denied: {uri}") from None
-    except StorageUnreachable:
+    except (ImageError, StorageUnreachable):
         raise
     except (OSError, ValueError) as exc:
+        known = _os_error(exc, uri)
+        if known is not None:
+            raise known from None
         text = " ".join(str(exc).split())
         if "Not a regular file" in text or "is a directory" in text.lower():
             raise ImageError(ErrorCode.NOT_A_FILE, f"not a regular file: {uri}") from None

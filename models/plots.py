@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -47,11 +48,7 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) ->
     for name, (y, s) in curves.items():
         fpr, tpr, _ = skm.roc_curve(y, s)
         ax.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set_xlabel("false positive rate (FAR)")
-    ax.set_ylabel("true positive rate (1 - FRR)")
-    ax.set_title("ROC")
-    ax.legend(loc="lower right", fontsize="small")
+    _diagonal(ax, "false positive rate (FAR)", "true positive rate (1 - FRR)", "ROC", "lower right")
     return _save(fig, path)
 
 
@@ -213,12 +210,17 @@ def plot_reliability(
     for name, (y, p) in curves.items():
         frac, mean = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
         ax.plot(mean, frac, marker="o", ms=3, label=name)
-    ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set_xlabel("mean predicted probability")
-    ax.set_ylabel("observed share of positives")
-    ax.set_title("Reliability")
-    ax.legend(loc="upper left", fontsize="small")
+    _diagonal(ax, "mean predicted probability", "observed share of positives", "Reliability")
     return _save(fig, path)
+
+
+def _diagonal(ax: Any, xlabel: str, ylabel: str, title: str, legend: str = "upper left") -> None:
+    """Finish a unit-square plot whose chance (or perfect calibration) line is the diagonal."""
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc=legend, fontsize="small")
 
 
 def plot_group_rates(

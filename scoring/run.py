@@ -204,7 +204,7 @@ def _score_locked(
     schema = output_schema(staged.schema, refs, ensemble=spec is not None, metadata=meta)
     where, plan, pipeline_s = None, None, 0.0
     if staged.todo:
-        where, plan, pipeline_s = _score_todo(layout, refs, spec, schema, opts, job.root)
+        where, plan, pipeline_s = _score_todo(_Pipeline(layout, refs, spec, schema, opts, job.root))
     check = verify_parts(
         layout.part_files(), staged.rows, skipped=skipped, filesystem=layout.filesystem
     )
@@ -244,21 +244,27 @@ def _score_locked(
     return ScoringResult(layout.final, layout.committed_files(), summary)
 
 
-def _score_todo(
-    layout: RunLayout,
-    refs: list[ModelRef],
-    spec: Any,
-    schema: Any,
-    opts: ScoringOptions,
-    root: str | None,
-) -> tuple[str, WorkerPlan, float]:
+@dataclass(frozen=True)
+class _Pipeline:
+    """What the Ray pipeline of one run reads, scores with and writes to."""
+
+    layout: RunLayout
+    refs: list[ModelRef]
+    spec: Any
+    schema: Any
+    opts: ScoringOptions
+    root: str | None
+
+
+def _score_todo(job: _Pipeline) -> tuple[str, WorkerPlan, float]:
     """Score the staged todo on Ray: where, with which plan, and the pipeline's seconds."""
+    opts = job.opts
     with ray_session(opts.ray_address) as where:
         plan = plan_workers(
             cluster_cpus(), opts.num_workers, opts.worker_threads, largest_node_cpus()
         )
         t0 = time.perf_counter()
-        _run_pipeline(layout, refs, spec, schema, plan, opts, root)
+        _run_pipeline(job, plan)
         return where, plan, time.perf_counter() - t0
 
 
@@ -438,27 +444,20 @@ def _resolve_models(
     return spec, refs
 
 
-def _run_pipeline(
-    layout: RunLayout,
-    refs: list[ModelRef],
-    spec: Any,
-    schema: Any,
-    plan: WorkerPlan,
-    opts: ScoringOptions,
-    root: str | None,
-) -> None:
+def _run_pipeline(job: _Pipeline, plan: WorkerPlan) -> None:
     """Read the todo, decode, score and write the parts, under the stall watchdog; a failure
     is one GenderscoreError that says how to resume."""
     import ray
 
-    requests = unique_requests([(r.input_size, r.framing) for r in refs])
+    opts = job.opts
+    requests = unique_requests([(r.input_size, r.framing) for r in job.refs])
     watchdog = StallWatchdog(
-        lambda: _progress(layout), opts.stall_timeout, what="rows scored + files written"
+        lambda: _progress(job.layout), opts.stall_timeout, what="rows scored + files written"
     )
     with _data_context(opts, requests):
         try:
             with watchdog:
-                _write_scores(layout, refs, spec, schema, plan, opts, root, requests)
+                _write_scores(job, plan, requests)
         except KeyboardInterrupt:
             if not watchdog.fired_:
                 raise  # the user's Ctrl-C
@@ -484,28 +483,21 @@ def _run_pipeline(
             join_dataset_threads()  # before ray.shutdown (see there)
 
 
-def _write_scores(
-    layout: RunLayout,
-    refs: list[ModelRef],
-    spec: Any,
-    schema: Any,
-    plan: WorkerPlan,
-    opts: ScoringOptions,
-    root: str | None,
-    requests: Any,
-) -> None:
+def _write_scores(job: _Pipeline, plan: WorkerPlan, requests: Any) -> None:
     """The Ray Data pipeline itself: todo -> decode tasks -> scorer actors -> Parquet parts."""
     import ray
     from ray.data import ActorPoolStrategy
 
+    layout, opts, schema, spec = job.layout, job.opts, job.schema, job.spec
+
     # Refs, not bytes, in the actors' arguments: small arguments are inlined, and a restarted
     # actor fetches the models again while the driver holds the refs.
-    payload = [(r, ray.put(read_model_bytes(r))) for r in refs]
+    payload = [(r, ray.put(read_model_bytes(r))) for r in job.refs]
     todo, todo_fs = layout.todo_source()
     ds = ray.data.read_parquet(todo, filesystem=todo_fs, num_cpus=TASK_CPUS)
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"requests": requests, "root": root, "reads": opts.reads},
+        fn_kwargs={"requests": requests, "root": job.root, "reads": opts.reads},
         batch_format="pyarrow",
         batch_size=opts.batch_size,
         num_cpus=TASK_CPUS,

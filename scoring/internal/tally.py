@@ -53,13 +53,20 @@ class TalliedScorer(OnnxScorer):
             pass
 
 
+def scorer_actors(tally_dir: Path | str, filesystem: Any = None) -> list[dict[str, Any]]:
+    """One record per scorer actor that has started (all attempts): ``{"node_id", "ip",
+    "pid", "batches", "rows"}``. The way to find the actors' processes (operators, fault
+    tests) without Ray's private modules or process titles. ``filesystem``: the pyarrow file
+    system ``tally_dir`` is in (None: a local folder)."""
+    if filesystem is None:
+        return _tallies(Path(tally_dir))
+    return _fs_tallies(str(tally_dir), filesystem)
+
+
 def read_tally(tally_dir: Path | str, filesystem: Any = None) -> dict[str, dict[str, Any]]:
-    """node id -> ``{"ip", "actors", "batches", "rows"}`` over every actor (all attempts);
-    ``filesystem``: the pyarrow file system ``tally_dir`` is in (None: a local folder)."""
+    """node id -> ``{"ip", "actors", "batches", "rows"}`` summed over :func:`scorer_actors`."""
     nodes: dict[str, dict[str, Any]] = {}
-    for t in (
-        _tallies(Path(tally_dir)) if filesystem is None else _fs_tallies(tally_dir, filesystem)
-    ):
+    for t in scorer_actors(tally_dir, filesystem):
         node = nodes.setdefault(t["node_id"], {"ip": t["ip"], "actors": 0, "batches": 0, "rows": 0})
         node["actors"] += 1
         node["batches"] += t["batches"]

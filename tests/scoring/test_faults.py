@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from models.errors import GenderscoreError
 from models.imageio import load_image
+from scoring.internal.tally import scorer_actors
 from scoring.layout import RunLayout
 from scoring.manifest import ManifestColumns, stage_manifest
 from scoring.run import score_manifest
@@ -78,22 +80,41 @@ def check_complete(out: Path, expected: list[str | None], model: Path) -> None:
 
 
 def ray_workers() -> dict[int, str]:
-    """pid -> process title of the worker processes of this test session's Ray: children of
-    its raylet (other Ray instances on the machine are left alone)."""
-    import ray
-
-    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    """pid -> process title of the worker processes of the Ray this test process started:
+    the children of its raylet (another Ray on the machine is left alone). Found through the
+    process tree, not Ray's private modules."""
     found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for raylet in psutil.Process().children(recursive=True):
         try:
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == raylet:
-                title = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
-                found[int(entry)] = title.decode(errors="replace").strip()
-        except (OSError, ValueError, IndexError):
-            continue  # the process ended meanwhile
+            if raylet.name() != "raylet":
+                continue
+            children = raylet.children()
+        except psutil.Error:
+            continue
+        for child in children:
+            try:
+                found[child.pid] = " ".join(child.cmdline()).strip()
+            except psutil.Error:
+                continue  # ended meanwhile
+    return found
+
+
+def busy_victims(layout: RunLayout, victims: dict[str, int], seen: set[str]) -> dict[str, int]:
+    """The processes to kill now: a scorer actor that has scored rows, known by the pid it
+    reports in the run's tally, and a worker running a decode task. Ray has no public way
+    (without its dashboard) to say which process runs a task, so the decode task is known by
+    the title Ray gives its worker process (``ray::decode_batch``)."""
+    found = {}
+    if "scorer" not in victims:
+        scorers = [a["pid"] for a in scorer_actors(layout.tally) if a["rows"] > 0]
+        if scorers:
+            found["scorer"] = scorers[0]
+    if "decode" not in victims:
+        for pid, title in ray_workers().items():
+            seen.add(title)
+            if "decode_batch" in title:
+                found["decode"] = pid
+                break
     return found
 
 
@@ -122,14 +143,10 @@ def test_worker_processes_killed_mid_run_lose_no_row(ray_local, onnx_models, tmp
     seen: set[str] = set()
     give_up = time.monotonic() + 600  # a safety net, not a speed check
     while len(victims) < 2 and thread.is_alive() and time.monotonic() < give_up:
-        for pid, title in ray_workers().items():
-            seen.add(title)
-            kind = "decode" if "decode_batch" in title else "scorer" if "Scorer)" in title else ""
-            # busy: a task's title names it; an actor's ends in .submit while it scores
-            if kind and kind not in victims and (kind == "decode" or title.endswith(".submit")):
-                assert not layout.committed  # mid-run
-                os.kill(pid, signal.SIGKILL)
-                victims[kind] = pid
+        for kind, pid in busy_victims(layout, victims, seen).items():
+            assert not layout.committed  # mid-run
+            os.kill(pid, signal.SIGKILL)
+            victims[kind] = pid
         time.sleep(0.01)
     thread.join(timeout=900)
     assert sorted(victims) == ["decode", "scorer"], f"workers seen: {sorted(seen)}"

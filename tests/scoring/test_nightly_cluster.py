@@ -1,6 +1,6 @@
 """A real 2-node Ray cluster on loopback (`ray start` head + worker, each its own raylet):
 `scoring run --ray-address` spreads the scorer actors over both nodes; killing the worker
-node's Ray worker processes mid-run loses no row; losing the whole worker node (its raylet and
+node's scorer actor mid-run loses no row; losing the whole worker node (its raylet and
 everything on it, as when a machine goes) is survived without a rerun; and where the nodes
 left cannot take the lost node's actors, the run fails within --stall-timeout and the rerun
 resumes.
@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-import psutil
 import pytest
 from nightly_support import (
     end_session,
@@ -43,6 +42,8 @@ from nightly_support import (
     write_faces,
     write_manifest,
 )
+
+from scoring.internal.tally import scorer_actors
 
 RAY = str(Path(sys.executable).with_name("ray"))
 ROWS = 800
@@ -116,38 +117,12 @@ def cluster():
         yield found
 
 
-def ray_workers(sid: int) -> list[psutil.Process]:
-    """The Ray worker processes (tasks and actors) of one node's session."""
-    found = []
-    for pid in session_pids(sid):
-        try:
-            p = psutil.Process(pid)
-            args = p.cmdline()
-        except psutil.Error:
-            continue
-        # Workers only, matched on their own script or title: the raylet's command line names
-        # the worker script too, and the agents are titled ray::...Agent; killing either of
-        # those takes the whole node down, which is not the fault tested here.
-        script = args[1] if len(args) > 1 else ""
-        title = args[0] if args else ""
-        if (title.startswith("ray::") and not title.endswith("Agent")) or script.endswith(
-            "default_worker.py"
-        ):
-            found.append(p)
-    return found
-
-
 def tallies(staging: Path) -> list[dict]:
-    out = []
-    for f in (staging / "workers").glob("*.json") if staging.is_dir() else []:
-        try:
-            out.append(json.loads(f.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return out
+    """Each scorer actor's own report (node, pid, rows) in the run's staging folder."""
+    return scorer_actors(staging / "workers")
 
 
-def test_work_spreads_over_two_nodes_and_killing_one_nodes_workers_loses_no_row(
+def test_work_spreads_over_two_nodes_and_killing_one_nodes_scorer_actor_loses_no_row(
     cluster, model_paths, tmp_path
 ):
     address, worker, env = cluster
@@ -164,16 +139,16 @@ def test_work_spreads_over_two_nodes_and_killing_one_nodes_workers_loses_no_row(
         log, env,
     )  # fmt: skip
     try:
-        # wait until the worker node's scorer actor has scored rows, then kill every Ray
-        # worker process of that node (its actor and any decode/write tasks on it)
-        def worker_node_busy() -> bool:
-            on_node = {p.pid for p in ray_workers(worker.pid)}
-            return any(t["pid"] in on_node and t["rows"] > 0 for t in tallies(staging))
+        # wait until the worker node's scorer actor has scored rows, then kill it: found by
+        # the pid each actor reports in the run's tally, on the worker node's session
+        def busy_on_worker_node() -> list[int]:
+            on_node = set(session_pids(worker.pid))
+            return [t["pid"] for t in tallies(staging) if t["pid"] in on_node and t["rows"] > 0]
 
-        wait_for(worker_node_busy, 600, "the worker node to score rows", driver, log)
-        killed = ray_workers(worker.pid)
-        for p in killed:
-            os.kill(p.pid, signal.SIGKILL)
+        wait_for(busy_on_worker_node, 600, "the worker node to score rows", driver, log)
+        killed = busy_on_worker_node()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
         assert killed
         assert driver.wait(timeout=900) == 0, log.read_text()[-4000:]
     finally:

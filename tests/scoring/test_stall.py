@@ -19,7 +19,7 @@ from models.cli_support import run_cli
 from models.errors import GenderscoreError, UsageError
 from scoring.cli import cli
 from scoring.config import read_config
-from scoring.internal.tally import read_tally
+from scoring.internal.tally import read_tally, scorer_actors
 from scoring.internal.watchdog import StallWatchdog
 from scoring.layout import RunLayout
 from scoring.run import score_manifest
@@ -31,20 +31,13 @@ ROWS = 800
 STALL = 20.0
 
 
-def scorer_processes() -> dict[int, str]:
-    """pid -> command line of this test session's Ray scorer actors: children of its raylet
-    (another Ray on the machine is left alone) running the TalliedScorer class."""
-    import ray
-
-    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+def scorer_processes(layout: RunLayout) -> dict[int, str]:
+    """pid -> description of the run's live scorer actors, as each reports itself in the
+    run's tally (no Ray internals)."""
     found = {}
-    for child in psutil.Process(raylet).children():
-        try:
-            title = " ".join(child.cmdline())
-        except psutil.Error:
-            continue  # ended meanwhile
-        if "TalliedScorer" in title:
-            found[child.pid] = title
+    for actor in scorer_actors(layout.tally):
+        if alive(actor["pid"]):  # not an actor of an earlier attempt, ended since
+            found[actor["pid"]] = f"scorer actor {actor['pid']} on node {actor['node_id'][:8]}"
     return found
 
 
@@ -76,7 +69,7 @@ def test_stopped_scorer_actors_fail_the_run_and_the_rerun_resumes(ray_local, mod
         process (a real stall)."""
         while not done.is_set():
             if tallied_rows(layout) >= 200:
-                for pid, title in scorer_processes().items():
+                for pid, title in scorer_processes(layout).items():
                     os.kill(pid, signal.SIGSTOP)
                     stopped[pid] = title
                 if stopped:
@@ -111,7 +104,7 @@ def test_stopped_scorer_actors_fail_the_run_and_the_rerun_resumes(ray_local, mod
     )
     assert not layout.committed
     kept = layout.done_rows().size  # rows in the parts written before the stall
-    assert not (set(stopped) & set(scorer_processes()))
+    assert not (set(stopped) & set(scorer_processes(layout)))
 
     result = score_manifest(manifest, **args)  # the same call: resumes, lock free
     table = read_date(out)

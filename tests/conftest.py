@@ -45,6 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name in TIMED_FAULTS:
             item.add_marker(pytest.mark.xdist_group("timed-faults"))
+            item.add_marker(pytest.mark.slow)  # each stops, kills or signals processes
 
 
 @pytest.fixture(scope="session")

@@ -174,6 +174,7 @@ def read_out(out: Path):
     return pq.read_table(sorted(out.glob("part-*.parquet"))).sort_by("row")
 
 
+@pytest.mark.slow  # the whole bad corpus through a real Ray run
 def test_whole_corpus_end_to_end_loses_no_row(ray_local, bad_corpus, onnx_models, tmp_path):
     folder, root, cases = bad_corpus
     manifest = write_manifest(folder / "manifest.csv", cases)

@@ -126,6 +126,7 @@ def test_a_bad_config_key_is_one_line_before_any_work(
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # several dates scored on a real Ray
 def test_incremental_skips_ids_scored_on_earlier_dates(
     ray_local, faces, model_paths, tmp_path, capsys
 ):
@@ -227,6 +228,7 @@ def test_json_logs_carry_the_run_id(ray_local, faces, model_paths, tmp_path, cap
     assert code == 0 and f"[run {run_id}]" in err and "nothing to do" in out
 
 
+@pytest.mark.slow  # several dates scored on a real Ray
 def test_incremental_backfill_rerun_and_force_on_a_middle_date(
     ray_local, faces, model_paths, tmp_path, capsys
 ):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from nightly_support import write_faces
 
 from ensemble.cli import cli as ensemble_cli
@@ -49,6 +50,7 @@ def date_rows(s3, uri: str) -> pa.Table:
     return pq.read_table(committed.files, filesystem=committed.filesystem).sort_by("row")
 
 
+@pytest.mark.slow  # a whole run against the S3 server, then a rerun
 def test_manifest_images_and_output_on_s3(ray_local, s3, model_paths, tmp_path, capsys):
     keys = upload_faces(s3, "night", tmp_path / "faces", 6)
     # relative paths resolve under the manifest's prefix; one names no object

@@ -133,12 +133,7 @@ def _load_h5(path: Path, unsafe_load: bool) -> LoadedModel:
     if keras_version.startswith("3."):
         # Written by Keras 3's legacy saver: Keras 3 reads its own configs best.
         return _keras3_load(path, "h5", unsafe_load)
-    tf_keras = _tf_keras()
-    try:
-        model = tf_keras.models.load_model(str(path), compile=False)
-    except Exception as exc:
-        raise _load_error(path, exc) from None
-    return LoadedModel(model, path, "h5", "tf_keras", tf_keras.__version__)
+    return _tf_keras_load(path, "h5")
 
 
 def _load_savedmodel(path: Path, unsafe_load: bool) -> LoadedModel:
@@ -148,12 +143,17 @@ def _load_savedmodel(path: Path, unsafe_load: bool) -> LoadedModel:
             " model.export()): genderscore needs the Keras model; save it with"
             " model.save('model.keras') or give the .h5 file"
         )
+    return _tf_keras_load(path, "savedmodel")
+
+
+def _tf_keras_load(path: Path, fmt: str) -> LoadedModel:
+    """Load with tf-keras (Keras 2), the reader of TF 2.x's .h5 files and SavedModels."""
     tf_keras = _tf_keras()
     try:
         model = tf_keras.models.load_model(str(path), compile=False)
     except Exception as exc:
         raise _load_error(path, exc) from None
-    return LoadedModel(model, path, "savedmodel", "tf_keras", tf_keras.__version__)
+    return LoadedModel(model, path, fmt, "tf_keras", tf_keras.__version__)
 
 
 def _config_classes(path: Path, fmt: str) -> set[str]:

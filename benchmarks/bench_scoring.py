@@ -1,66 +1,112 @@
-"""End-to-end scoring speed against its ceiling and two baselines, fp32 and int8, in one run.
+"""End-to-end scoring speed at 2,000 and 20,000 images against its ceiling and two baselines,
+fp32 and int8, in one run.
 
-    python benchmarks/bench_scoring.py [--images 2000] [--size 224] [--precisions fp32 int8]
-        [--layouts default 1x1 1x2] [--faces off align] [--ceiling-images 512]
-        [--work /tmp/bench_scoring]
+    python benchmarks/bench_scoring.py [--images 2000 20000] [--size 224]
+        [--precisions fp32 int8] [--layouts default 1x1 1x2] [--faces off align]
+        [--ceiling-images 512] [--distinct N] [--data ../shared/data]
+        [--work /tmp/bench_scoring] [--json FILE] [--skip-keras] [--skip-plain]
 
 Three models (MobileNetV2, EfficientNetB0, ResNet50; random weights; built with
 ``models.build`` and converted with ``convert``; ``int8``: converted with ``--int8
 --int8-format auto``, calibrated on 16 UTKFace val images, so EfficientNetB0 stays fp32 when
-int8 does not pay) score ``--images`` face photos from ``../shared/data`` (UTKFace 200x200
-and FACECOM 250x250 JPEGs, mixed). Printed, in img/s, per precision:
+int8 does not pay) score face photos from ``../shared/data`` (UTKFace 200x200 and FACECOM
+250x250 JPEGs, mixed; 17,926 distinct files). Each ``--images`` count (>= 2000) is its own
+manifest: the first N of one fixed order of the files, the files repeated from the start when
+N exceeds them (``--distinct``: at most that many distinct files); a manifest may list a path
+several times, rows are distinct by row. Printed, per precision:
 
-- ``scoring run``: ``scoring.run.score_manifest`` end to end (Ray start, staging, decode,
-  ONNX Runtime actors, Parquet, commit, Ray shutdown), default settings, and once more per
-  ``--layouts`` entry (``WxT``: W actors x T ORT threads; ``1x1`` against ``default``, one
-  actor per CPU, is the 1-against-2-workers scale figure);
-- ``scoring run, faces align`` (with ``--faces off align``): the default layout once more with
-  every model's input the aligned face (detection and alignment in the decode tasks); the
-  ratio to the ``off`` run is the cost of face framing (aim: at least 0.8);
-- ceiling (a): the same ORT sessions over pre-decoded tensors, no I/O; measured both as one
-  process with all cores and as one single-thread process per core (the scorer's layout),
-  before and after the scoring runs (the mean of the two, so that a change in the machine's
-  load during the run shows and evens out); the better layout is the ceiling;
-- plain loop (b): one process, read + decode + three sessions + Parquet, no Ray;
-- Keras baseline (c): the seed's way (fp32 Keras, whatever the precision): images loaded,
-  then ``model.predict`` per Keras model.
+- the ceiling (a): the same ORT sessions over pre-decoded tensors, no I/O; measured both as
+  one process with all cores and as one single-thread process per core (the scorer's
+  layout), before and after the precision's scoring runs (the mean of the two, so that a
+  change in the machine's load during the run shows and evens out); the better layout is the
+  ceiling, and every figure below is printed with its ratio to it;
+- per count, ``scoring run``: ``scoring.run.score_manifest`` end to end (staging, Ray start,
+  decode, ONNX Runtime actors, Parquet, Ray stop, commit), default settings, once per
+  ``--layouts`` entry (``WxT``: W actors x T ORT threads), and with ``--faces off align``
+  once more on the first layout with every model's input the aligned face (detection and
+  alignment in the decode tasks; its ratio to the ``off`` run is the cost of face framing).
+  For each: img/s; Ray start (``ray.init`` until Ray is up; Ray's import, paid once per
+  process, apart) and Ray stop (``ray.shutdown``), timed by wrapping ``scoring.run``'s
+  ``ray_session`` here; the time to the first scored batch (from the call until a scorer
+  actor's tally file counts rows, polled); img/s without Ray start and stop; the pipeline's
+  own img/s (the summary's ``pipeline_time_s``); CPU seconds by kind of process (scorer
+  actors, read/decode/write task workers, other Ray actors, Ray's system processes, the
+  driver; sampled with psutil);
+- at the smallest count only: the plain loop (b), one process, read + decode + three sessions
+  + Parquet, no Ray; and the Keras baseline (c), the seed's way (fp32 Keras, whatever the
+  precision): images loaded, then ``model.predict`` per Keras model.
 
 Keras and the conversion run in subprocesses so the timed ORT processes never load TensorFlow.
-Targets (issue 7): scoring run >= 0.9 x ceiling; Ray's overhead over the plain loop <= 10%;
->= 1.5 x Keras in fp32 and >= 5 x in int8; int8 >= 2 x fp32. The machine's load average is
-printed at the start and the end: on a shared machine compare ratios, not absolute figures.
+Targets (issue 16): end to end >= 0.9 x the ceiling in fp32 and int8 at 20,000 images (shown
+for every count); Ray start + stop <= 5 s; face framing ``align`` costing at most 20% of the
+throughput (align / off >= 0.8). Issue 7's aims are shown too (Ray's overhead over the plain
+loop <= 10%; >= 1.5 x Keras in fp32, >= 5 x in int8; int8 >= 2 x fp32). The machine's load
+average is printed at the start and the end: on a shared machine compare ratios, not absolute
+figures. ``--json FILE`` writes every figure and ratio as one JSON object (stable keys: see
+``build_record``), with the command line, the date, the load averages and the CPU model and
+flags; ``WORK/results.json`` always gets the same object.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import multiprocessing as mp
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+#: ../shared/data beside the checkout (a worktree under wt/: two levels up)
+DATA = next(
+    (
+        p
+        for p in (REPO.parent / "shared" / "data", REPO.parents[1] / "shared" / "data")
+        if p.is_dir()
+    ),
+    REPO.parent / "shared" / "data",
+)
 BACKBONES = ("mobilenetv2", "efficientnetb0", "resnet50")
 BATCH = 16  # the scorer's default batch size
 CALIBRATION_IMAGES = 16
-KERAS = "Keras baseline (fp32, load + model.predict x3)"
+MIN_IMAGES = 2000
+CEILING_LAYOUTS = {
+    "threads": "1 process x all threads",
+    "processes": "1 thread x 1 process per CPU",
+}
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=int, default=2000, help="images to score (>= 2000)")
+    ap.add_argument(
+        "--images",
+        type=int,
+        nargs="+",
+        default=[MIN_IMAGES],
+        help=f"image counts to score, one manifest each (each >= {MIN_IMAGES}), e.g. 2000 20000",
+    )
     ap.add_argument("--size", type=int, default=224, help="model input size in pixels")
     ap.add_argument("--data", type=Path, default=DATA, help="the shared face data folder")
+    ap.add_argument(
+        "--distinct", type=int, default=None, help="at most this many distinct files (repeated)"
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_scoring"), help="work folder")
+    ap.add_argument("--json", type=Path, default=None, help="write every figure here as JSON")
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     ap.add_argument(
         "--layouts",
@@ -76,99 +122,317 @@ def main() -> None:
         nargs="+",
         default=["off"],
         choices=["off", "align"],
-        help="face framings of the default-layout scoring run (off and align: framing's cost)",
+        help="face framings of the first layout's scoring runs (off and align: framing's cost)",
     )
     ap.add_argument("--skip-keras", action="store_true", help="leave out the Keras baseline")
     ap.add_argument("--skip-plain", action="store_true", help="leave out the plain loop")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if min(args.images) < MIN_IMAGES:
+        ap.error(f"--images: each count must be at least {MIN_IMAGES}, got {args.images}")
+    if args.distinct is not None and args.distinct < 1:
+        ap.error("--distinct must be at least 1")
+    args.images = sorted(set(args.images))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    date = datetime.now(UTC).isoformat(timespec="seconds")
     args.work.mkdir(parents=True, exist_ok=True)
-    paths = pick_images(args.data, args.images)
-    manifest = write_manifest(args.work / "manifest.csv", paths)
+    paths = pick_images(args.data, max(args.images), args.distinct)
+    manifests = {n: write_manifest(args.work / f"manifest_{n}.csv", paths[:n]) for n in args.images}
     models = {
         p: build_models(args.work / "models", args.size, p, args.data) for p in args.precisions
     }
     cpus = os.cpu_count() or 1
+    machine = machine_info(cpus)
     load_start = os.getloadavg()
-    print(f"{len(paths)} images, {args.size} px, models {', '.join(BACKBONES)}, {cpus} CPUs")
+    print(
+        f"{', '.join(map(str, args.images))} images ({len(set(paths))} distinct files), "
+        f"{args.size} px, models {', '.join(BACKBONES)}, {cpus} CPUs ({machine['model']}; "
+        f"{' '.join(f for f, on in machine['flags'].items() if on) or 'no AVX2'})"
+    )
     print(f"load average at start: {_load(load_start)}", flush=True)
-
-    results: dict[str, float] = {}
     images = decode_all(paths[: args.ceiling_images], args.size)
-    for precision, onnx_paths in models.items():
-        before = ceilings(onnx_paths, images, cpus)
-        if not args.skip_plain:
-            results[f"{precision} plain single-process loop"] = plain_loop(
-                onnx_paths, paths, args.size, cpus, args.work
-            )
-        for layout in args.layouts:
-            results[f"{precision} scoring run, {layout}"] = scoring_run(
-                onnx_paths, manifest, args.work, layout
-            )
-        if "align" in args.faces:
-            results[f"{precision} scoring run, {args.layouts[0]}, faces align"] = scoring_run(
-                onnx_paths, manifest, args.work, args.layouts[0], faces="align"
-            )
-        after = ceilings(onnx_paths, images, cpus)
-        for name in before:
-            print(f"{precision} {name}: before {before[name]:.1f}, after {after[name]:.1f} img/s")
-            results[f"{precision} {name}"] = (before[name] + after[name]) / 2
+    small = paths[: args.images[0]]
+    measured = {
+        p: measure_precision(args, onnx_paths, manifests, small, images, cpus)
+        for p, onnx_paths in models.items()
+    }
+    keras = None
     if not args.skip_keras:
-        results[KERAS] = keras_baseline(args.work, paths, args.size)
+        keras = {"images": len(small), "img_per_s": keras_baseline(args.work, small, args.size)}
     load_end = os.getloadavg()
-    report(results, args.precisions, args.layouts)
-    print(f"\nload average at start: {_load(load_start)}; at the end: {_load(load_end)}")
-    record = {"results": results, "load_start": load_start, "load_end": load_end}
-    (args.work / "results.json").write_text(json.dumps(record, indent=2))
+    record = build_record(
+        args, date, machine, (load_start, load_end), len(set(paths)), measured, keras
+    )
+    report(record)
+    text = json.dumps(record, indent=2)
+    (args.work / "results.json").write_text(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+        print(f"wrote {args.json}")
 
 
 def _load(load: tuple[float, float, float]) -> str:
     return " ".join(f"{x:.2f}" for x in load) + " (1, 5, 15 min)"
 
 
-def report(results: dict[str, float], precisions: list[str], layouts: list[str]) -> None:
-    """Every figure, then each target as measured / target."""
-    print(f"\n{'what':<58} {'img/s':>8}")
-    for name, value in results.items():
-        print(f"{name:<58} {value:8.1f}")
-    print("\ntargets (ratio, target, met?)")
-    keras = results.get(KERAS)
-    e2e = {p: results[f"{p} scoring run, {layouts[0]}"] for p in precisions}
+def machine_info(cpus: int) -> dict[str, Any]:
+    """The CPU model and the instruction-set flags that decide ORT's kernels (lscpu)."""
+    model, flags = "unknown", set()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        out = ""
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            model = value.strip()
+        elif key.strip() == "Flags":
+            flags = set(value.split())
+    return {"cpus": cpus, "model": model, "flags": {f: f in flags for f in CPU_FLAGS}}
 
-    def line(what: str, ratio: float, target: float) -> None:
-        print(f"  {what:<60} {ratio:6.2f}  >= {target:<5} {'met' if ratio >= target else 'MISSED'}")
 
-    for p in precisions:
-        ceiling = max(v for k, v in results.items() if k.startswith(f"{p} ceiling"))
-        line(f"{p} scoring run / ceiling", e2e[p] / ceiling, 0.9)
-        plain = results.get(f"{p} plain single-process loop")
-        if plain:
-            overhead = plain / e2e[p] - 1
-            print(
-                f"  {p + ' Ray overhead over the plain loop (time)':<60} {overhead:6.1%}  <= 10%"
-                f"   {'met' if overhead <= 0.10 else 'MISSED'}"
-            )
-        if keras:
-            line(f"{p} scoring run / Keras baseline", e2e[p] / keras, 1.5 if p == "fp32" else 5)
-        for layout in layouts[1:]:
-            ratio = e2e[p] / results[f"{p} scoring run, {layout}"]
-            print(f"  {p} scoring run, {layouts[0]} / {layout}: {ratio:.2f}")
-        aligned = results.get(f"{p} scoring run, {layouts[0]}, faces align")
-        if aligned:
-            line(f"{p} scoring run, faces align / faces off", aligned / e2e[p], 0.8)
-    if len(precisions) == 2:
-        line("int8 scoring run / fp32 scoring run", e2e["int8"] / e2e["fp32"], 2)
-        c = {
-            p: max(v for k, v in results.items() if k.startswith(f"{p} ceiling"))
-            for p in precisions
+def measure_precision(
+    args: argparse.Namespace,
+    onnx_paths: list[str],
+    manifests: dict[int, Path],
+    small: list[str],
+    images: np.ndarray,
+    cpus: int,
+) -> dict[str, Any]:
+    """One precision: the ceilings before, the plain loop (smallest count), every scoring run
+    (count x layout, then faces align), the ceilings after."""
+    before = ceilings(onnx_paths, images, cpus)
+    plain = None
+    if not args.skip_plain:
+        plain = {
+            "images": len(small),
+            "img_per_s": plain_loop(onnx_paths, small, args.size, cpus, args.work),
         }
-        line("int8 ceiling / fp32 ceiling", c["int8"] / c["fp32"], 2)
+    runs = []
+    for manifest in manifests.values():
+        for layout in args.layouts:
+            runs.append(scoring_run(onnx_paths, manifest, args.work, layout))
+        if "align" in args.faces:
+            runs.append(scoring_run(onnx_paths, manifest, args.work, args.layouts[0], "align"))
+    after = ceilings(onnx_paths, images, cpus)
+    layouts = {
+        k: {"before": before[k], "after": after[k], "mean": (before[k] + after[k]) / 2}
+        for k in CEILING_LAYOUTS
+    }
+    best = max(layouts, key=lambda k: layouts[k]["mean"])
+    ceiling = layouts[best]["mean"]
+    for figures in [plain, *runs]:
+        if figures is not None:
+            figures["ratio_to_ceiling"] = figures["img_per_s"] / ceiling
+    for run in runs:
+        run["ratio_to_ceiling_without_ray_start_stop"] = (
+            run["img_per_s_without_ray_start_stop"] / ceiling
+        )
+        run["ratio_to_ceiling_pipeline"] = run["img_per_s_pipeline"] / ceiling
+    return {
+        "ceiling": {"img_per_s": ceiling, "best_layout": best, "layouts": layouts},
+        "plain_loop": plain,
+        "runs": runs,
+    }
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("genderscore", "onnxruntime", "ray", "pyarrow", "numpy", "pillow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def build_record(
+    args: argparse.Namespace,
+    date: str,
+    machine: dict[str, Any],
+    loads: tuple[tuple[float, ...], tuple[float, ...]],
+    distinct: int,
+    measured: dict[str, dict[str, Any]],
+    keras: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Everything measured as one JSON-ready object (its keys do not depend on the figures).
+
+    ``precisions.<p>``: ``ceiling`` (``img_per_s``, ``best_layout``, ``layouts.<threads |
+    processes>.<before | after | mean>``), ``plain_loop`` (or null) and ``runs``, one object
+    per scoring run (``images``, ``faces``, ``layout``, the img/s, seconds and ratios, and
+    ``cpu_s``); ``targets``: ``name``, ``issue``, ``value``, ``op``, ``target``, ``met``."""
+    if keras is not None and "fp32" in measured:
+        keras["ratio_to_fp32_ceiling"] = (
+            keras["img_per_s"] / measured["fp32"]["ceiling"]["img_per_s"]
+        )
+    return {
+        "date": date,
+        "command": shlex.join(["python", *sys.argv]),
+        "machine": machine,
+        "load_average": {"start": list(loads[0]), "end": list(loads[1])},
+        "settings": {
+            "images": args.images,
+            "distinct_files": distinct,
+            "size": args.size,
+            "models": list(BACKBONES),
+            "precisions": args.precisions,
+            "layouts": args.layouts,
+            "faces": args.faces,
+            "ceiling_images": args.ceiling_images,
+        },
+        "versions": versions(),
+        "precisions": measured,
+        "keras": keras,
+        "ratios": other_ratios(measured, args.layouts),
+        "targets": targets(measured, keras, args.layouts[0]),
+    }
+
+
+def find_run(runs: list[dict[str, Any]], images: int, layout: str, faces: str) -> dict[str, Any]:
+    return next(
+        r for r in runs if (r["images"], r["layout"], r["faces"]) == (images, layout, faces)
+    )
+
+
+def _target(name: str, issue: int, value: float, op: str, target: float) -> dict[str, Any]:
+    met = value >= target if op == ">=" else value <= target
+    return {"name": name, "issue": issue, "value": value, "op": op, "target": target, "met": met}
+
+
+def targets(
+    measured: dict[str, dict[str, Any]], keras: dict[str, Any] | None, layout0: str
+) -> list[dict[str, Any]]:
+    """Issue 16's targets (per count) and issue 7's, each as measured against its aim."""
+    out = []
+    for p, m in measured.items():
+        runs = [r for r in m["runs"] if r["layout"] == layout0]
+        for r in runs:
+            n, e2e = r["images"], r["img_per_s"]
+            if r["faces"] == "off":
+                ray_s = r["ray_start_s"] + r["ray_stop_s"]
+                out.append(
+                    _target(f"{p} end to end / ceiling, {n}", 16, r["ratio_to_ceiling"], ">=", 0.9)
+                )
+                out.append(_target(f"{p} Ray start + stop (s), {n}", 16, ray_s, "<=", 5.0))
+            else:
+                off = find_run(runs, n, layout0, "off")["img_per_s"]
+                out.append(_target(f"{p} faces {r['faces']} / off, {n}", 16, e2e / off, ">=", 0.8))
+        first = find_run(runs, runs[0]["images"], layout0, "off")
+        n0, e2e = first["images"], first["img_per_s"]
+        if m["plain_loop"] is not None:
+            overhead = m["plain_loop"]["img_per_s"] / e2e - 1
+            name = f"{p} Ray overhead over the plain loop (time), {n0}"
+            out.append(_target(name, 7, overhead, "<=", 0.1))
+        if keras is not None:
+            aim = 1.5 if p == "fp32" else 5.0
+            out.append(
+                _target(
+                    f"{p} end to end / Keras (fp32), {n0}", 7, e2e / keras["img_per_s"], ">=", aim
+                )
+            )
+    if {"fp32", "int8"} <= set(measured):
+        fp32, int8 = measured["fp32"], measured["int8"]
+        for r in int8["runs"]:
+            if r["layout"] == layout0 and r["faces"] == "off":
+                n = r["images"]
+                ratio = r["img_per_s"] / find_run(fp32["runs"], n, layout0, "off")["img_per_s"]
+                out.append(_target(f"int8 / fp32 end to end, {n}", 7, ratio, ">=", 2.0))
+        ratio = int8["ceiling"]["img_per_s"] / fp32["ceiling"]["img_per_s"]
+        out.append(_target("int8 / fp32 ceiling", 7, ratio, ">=", 2.0))
+    return out
+
+
+def other_ratios(measured: dict[str, dict[str, Any]], layouts: list[str]) -> list[dict[str, Any]]:
+    """Ratios without an aim: the first layout against each other one, per count."""
+    out = []
+    for p, m in measured.items():
+        for r in m["runs"]:
+            if r["layout"] != layouts[0] and r["faces"] == "off":
+                first = find_run(m["runs"], r["images"], layouts[0], "off")
+                out.append(
+                    {
+                        "name": f"{p} {layouts[0]} / {r['layout']}, {r['images']} images",
+                        "value": first["img_per_s"] / r["img_per_s"],
+                    }
+                )
+    return out
+
+
+# --- the printed report ------------------------------------------------------------------
+
+
+def report(record: dict[str, Any]) -> None:
+    """Every figure with its ratio to the ceiling, CPU by kind of process, then the targets."""
+    x = "x ceil"
+    print(
+        f"\n{'run':<34} {'img/s':>7} {x:>6} {'w/o Ray':>7} {x:>6} {'pipeline':>8} {x:>6}"
+        f" {'Ray start':>9} {'stop':>5} {'1st batch':>9} {'total':>7}"
+    )
+    for p, m in record["precisions"].items():
+        c = m["ceiling"]
+        layouts = "; ".join(
+            f"{CEILING_LAYOUTS[k]}: {v['before']:.1f} before, {v['after']:.1f} after"
+            for k, v in c["layouts"].items()
+        )
+        print(f"{p + ' ceiling':<34} {c['img_per_s']:7.1f} {1:6.2f}   ({layouts})")
+        plain = m["plain_loop"]
+        if plain is not None:
+            name = f"{p} plain loop, {plain['images']}"
+            print(f"{name:<34} {plain['img_per_s']:7.1f} {plain['ratio_to_ceiling']:6.2f}")
+        for r in m["runs"]:
+            print(
+                f"{_run_name(p, r):<34} {r['img_per_s']:7.1f} {r['ratio_to_ceiling']:6.2f}"
+                f" {r['img_per_s_without_ray_start_stop']:7.1f}"
+                f" {r['ratio_to_ceiling_without_ray_start_stop']:6.2f}"
+                f" {r['img_per_s_pipeline']:8.1f} {r['ratio_to_ceiling_pipeline']:6.2f}"
+                f" {r['ray_start_s']:8.1f}s {r['ray_stop_s']:4.1f}s"
+                f" {_seconds(r['first_batch_s']):>9} {r['seconds']:6.0f}s"
+            )
+    keras = record["keras"]
+    if keras is not None:
+        ratio = keras.get("ratio_to_fp32_ceiling")
+        print(
+            f"{'Keras baseline (fp32), ' + str(keras['images']):<34} {keras['img_per_s']:7.1f}"
+            + (f" {ratio:6.2f} (of the fp32 ceiling)" if ratio is not None else "")
+        )
+    print("\nCPU seconds by kind of process (of the CPU seconds available):")
+    for p, m in record["precisions"].items():
+        for r in m["runs"]:
+            cpu = r["cpu_s"]
+            kinds = ", ".join(f"{k} {v:.1f}" for k, v in cpu["by_kind"].items()) or "(no psutil)"
+            print(f"  {_run_name(p, r)} (of {cpu['available']:.0f}): {kinds}")
+    print("\ntargets (measured, aim, met?)")
+    for t in record["targets"]:
+        value = f"{t['value']:.1%}" if "overhead" in t["name"] else f"{t['value']:.2f}"
+        aim = f"{t['target']:.0%}" if "overhead" in t["name"] else f"{t['target']:g}"
+        met = "met" if t["met"] else "MISSED"
+        print(f"  [issue {t['issue']:>2}] {t['name']:<56} {value:>7} {t['op']} {aim:<5} {met}")
+    for r in record["ratios"]:
+        print(f"  {r['name']:<67} {r['value']:7.2f}")
+    loads = record["load_average"]
+    print(f"\nload average at start: {_load(loads['start'])}; at the end: {_load(loads['end'])}")
+
+
+def _run_name(precision: str, run: dict[str, Any]) -> str:
+    return f"{precision} run, {run['images']}, {run['layout']}, faces {run['faces']}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
 
 
 # --- inputs --------------------------------------------------------------------------------
 
 
-def pick_images(data: Path, n: int) -> list[str]:
-    """``n`` JPEGs alternating UTKFace (200x200) and FACECOM (250x250) photos, in a fixed order."""
+def pick_images(data: Path, n: int, distinct: int | None = None) -> list[str]:
+    """``n`` JPEGs alternating UTKFace (200x200) and FACECOM (250x250) photos, in a fixed order;
+    the files repeated from the start when ``n`` exceeds them (or ``distinct``)."""
     pools = [
         sorted((data / "utkface" / "train" / c).glob("*.jpg"))[: n // 2 + 1]
         for c in ("female", "male")
@@ -183,12 +447,18 @@ def pick_images(data: Path, n: int) -> list[str]:
                 iters.remove(it)
             if len(out) == n:
                 break
-    if len(out) < n:
-        raise SystemExit(f"only {len(out)} images under {data}")
-    return out
+    if not out:
+        raise SystemExit(f"no images under {data}")
+    return repeat_to(out[:distinct], n)
+
+
+def repeat_to(items: list[str], n: int) -> list[str]:
+    """The first ``n`` of ``items`` repeated from the start as often as needed."""
+    return list(itertools.islice(itertools.cycle(items), n))
 
 
 def write_manifest(path: Path, images: list[str]) -> Path:
+    """A manifest of ``images``, in order: a path may be listed several times."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "label"])
@@ -263,10 +533,10 @@ def _run_sessions(onnx_paths: list[str], images: np.ndarray, threads: int) -> fl
 
 
 def ceilings(onnx_paths: list[str], images: np.ndarray, cpus: int) -> dict[str, float]:
-    """Both ceiling layouts, img/s."""
+    """Both ceiling layouts (:data:`CEILING_LAYOUTS`), img/s."""
     return {
-        "ceiling, 1 process x all threads": ceiling_threads(onnx_paths, images, cpus),
-        "ceiling, 1 thread x 1 process per CPU": ceiling_processes(onnx_paths, images, cpus),
+        "threads": ceiling_threads(onnx_paths, images, cpus),
+        "processes": ceiling_processes(onnx_paths, images, cpus),
     }
 
 
@@ -331,11 +601,77 @@ def plain_loop(onnx_paths: list[str], paths: list[str], size: int, cpus: int, wo
 # --- the scorer ----------------------------------------------------------------------------
 
 
+class RayTimer:
+    """Times ``scoring.run``'s ``ray_session``: Ray's import (when this process has not
+    imported it yet), its start (until the session yields) and its stop (the session's exit);
+    ``up``: when Ray was up (perf_counter)."""
+
+    def __init__(self) -> None:
+        self.import_s = 0.0
+        self.start_s = self.stop_s = float("nan")
+        self.up: float | None = None
+
+    @contextmanager
+    def session(self, address: str | None) -> Iterator[str]:
+        from scoring.internal import cluster
+
+        t0 = time.perf_counter()
+        if "ray" not in sys.modules:
+            # as ray_session does before Ray reads its configuration (on import)
+            if not address and cluster.AUTH_MODE_VARIABLE not in os.environ:
+                os.environ[cluster.AUTH_MODE_VARIABLE] = "token"
+            import ray  # noqa: F401
+            import ray.data  # noqa: F401
+        t1 = time.perf_counter()
+        self.import_s = t1 - t0
+        with cluster.ray_session(address) as where:
+            self.up = time.perf_counter()
+            self.start_s = self.up - t1
+            try:
+                yield where
+            finally:
+                down = time.perf_counter()
+        self.stop_s = time.perf_counter() - down
+
+
+class FirstBatch:
+    """Polls the run's tally folder (``scoring.internal.tally``: each scorer actor counts its
+    rows after every batch) for the first scored rows; ``at``: when seen (perf_counter)."""
+
+    def __init__(self, out: Path, every: float = 0.1):
+        from scoring.objectstore import open_layout
+
+        layout = open_layout(out)
+        self.staging, self.tally = layout.staging, layout.tally
+        self.every = every
+        self.at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FirstBatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from scoring.internal.tally import read_tally
+
+        while not self._stop.wait(self.every):
+            if any(node["rows"] for node in read_tally(self.tally).values()):
+                self.at = time.perf_counter()
+                return
+
+
 def scoring_run(
     onnx_paths: list[str], manifest: Path, work: Path, layout: str, faces: str | None = None
-) -> float:
-    """``score_manifest`` end to end, img/s; ``layout`` 'default' or 'WxT' (actors x threads);
-    ``faces``: the framing for every model (default: their own, off here)."""
+) -> dict[str, Any]:
+    """``score_manifest`` end to end with its timings and CPU seconds; ``layout`` 'default' or
+    'WxT' (actors x threads); ``faces``: the framing for every model (default: their own, off
+    here)."""
+    import scoring.run
     from scoring.run import score_manifest
 
     options: dict[str, int | str] = {"faces": faces} if faces else {}
@@ -343,21 +679,46 @@ def scoring_run(
         workers, threads = (int(x) for x in layout.split("x"))
         options |= {"num_workers": workers, "worker_threads": threads}
     out = work / "scores"
-    shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
-    with CpuByProcess() as cpu:
-        result = score_manifest(manifest, models=onnx_paths, out=out, progress=False, **options)
-    seconds = time.perf_counter() - t0
+    ray_timer, first = RayTimer(), FirstBatch(out)
+    for folder in (out, first.staging):  # a stale staging folder of this job would resume
+        shutil.rmtree(folder, ignore_errors=True)
+    with mock.patch.object(scoring.run, "ray_session", ray_timer.session):
+        t0 = time.perf_counter()
+        with CpuByProcess() as cpu, first:
+            result = score_manifest(manifest, models=onnx_paths, out=out, progress=False, **options)
+        seconds = time.perf_counter() - t0
     s = result.summary
+    rows, ray_s = s["rows"], ray_timer.start_s + ray_timer.stop_s
+    run = {
+        "images": rows,
+        "faces": faces or "off",
+        "layout": layout,
+        "workers": s["ray"]["workers"],
+        "worker_threads": s["ray"]["worker_threads"],
+        "rows_by_status": s["rows_by_status"],
+        "seconds": seconds,
+        "img_per_s": rows / seconds,
+        "ray_import_s": ray_timer.import_s,
+        "ray_start_s": ray_timer.start_s,
+        "ray_stop_s": ray_timer.stop_s,
+        "img_per_s_without_ray_start_stop": rows / (seconds - ray_timer.import_s - ray_s),
+        "pipeline_s": s["pipeline_time_s"],
+        "img_per_s_pipeline": rows / s["pipeline_time_s"],
+        "first_batch_s": None if first.at is None else first.at - t0,
+        "first_batch_after_ray_start_s": (
+            None if first.at is None or ray_timer.up is None else first.at - ray_timer.up
+        ),
+        "cpu_s": {"available": seconds * (os.cpu_count() or 1), **cpu.by_kind()},
+    }
     print(
-        f"scoring run ({layout}{', faces ' + faces if faces else ''}): {s['rows']} rows ({s['rows_by_status']}) in {seconds:.1f} s, "
-        f"pipeline {s['pipeline_time_s']:.1f} s ({s['rows'] / s['pipeline_time_s']:.1f} img/s "
-        f"without Ray start and stop), {s['ray']['workers']} workers x "
-        f"{s['ray']['worker_threads']} thread(s)",
+        f"{_run_name('', run).strip()}: {rows} rows ({s['rows_by_status']}) in {seconds:.1f} s,"
+        f" {run['img_per_s']:.1f} img/s; Ray start {ray_timer.start_s:.1f} s (import"
+        f" {ray_timer.import_s:.1f} s), stop {ray_timer.stop_s:.1f} s, first batch at"
+        f" {_seconds(run['first_batch_s'])}; pipeline {s['pipeline_time_s']:.1f} s;"
+        f" {run['workers']} workers x {run['worker_threads']} thread(s)",
         flush=True,
     )
-    print(f"  CPU seconds by process (of {seconds * (os.cpu_count() or 1):.0f} available): {cpu}")
-    return s["rows"] / seconds
+    return run
 
 
 class CpuByProcess:
@@ -401,12 +762,24 @@ class CpuByProcess:
             if self._stop.wait(self.every):
                 return
 
-    def __str__(self) -> str:
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        """``by_kind``: seconds per :func:`_group`; ``by_process``: per :func:`_kind` (the
+        process's name as last seen); both largest first."""
         by: dict[str, float] = {}
         for kind, seconds in self.last.values():
             by[kind] = by.get(kind, 0.0) + seconds
-        top = sorted(by.items(), key=lambda kv: -kv[1])
-        return ", ".join(f"{k} {v:.1f}" for k, v in top if v >= 0.5) or "(psutil not installed)"
+        groups: dict[str, float] = {}
+        for kind, seconds in by.items():
+            groups[_group(kind)] = groups.get(_group(kind), 0.0) + seconds
+        return {"by_kind": _largest_first(groups), "by_process": _largest_first(by)}
+
+    def __str__(self) -> str:
+        top = self.by_kind()["by_process"]
+        return ", ".join(f"{k} {v:.1f}" for k, v in top.items() if v >= 0.5) or "(no psutil)"
+
+
+def _largest_first(seconds: dict[str, float]) -> dict[str, float]:
+    return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
 
 
 def _kind(cmdline: list[str]) -> str:
@@ -419,6 +792,26 @@ def _kind(cmdline: list[str]) -> str:
         if name in ("raylet", "gcs_server") or name.endswith(".py"):
             return name
     return os.path.basename(cmdline[0])
+
+
+def _group(kind: str) -> str:
+    """The kind of process a :func:`_kind` name is: the scorer actors (Ray Data's only actor
+    pool here: ``MapWorker``), the workers of the read, decode and write tasks (idle ones
+    too: a worker's name is its current task's), Ray's other actors (Ray Data's stats and
+    autoscaling actors, its actor location tracker), the driver, and Ray's system processes
+    (GCS, raylet, log monitor, its dashboard and runtime-env agents)."""
+    if kind == "driver":
+        return "driver"
+    if kind.startswith("ray::MapWorker"):
+        return "scorer actors"
+    task_words = ("Read", "MapBatches", "Write", "IDLE")
+    if kind == "default_worker.py" or (
+        kind.startswith("ray::") and any(w in kind for w in task_words)
+    ):
+        return "read/decode/write task workers"
+    if kind.startswith("ray::") and not kind.endswith("Agent"):
+        return "other Ray actors"
+    return "Ray system processes"
 
 
 # --- (c) the seed's Keras way ---------------------------------------------------------------

@@ -14,6 +14,7 @@ from models.data import BAD_IMAGE_POLICIES
 from models.framing import FACE_MODES
 from models.preprocessing import PREPROCESSING
 from models.registry import BACKBONE_NAMES, HEADS
+from models.schedules import LR_SCHEDULES
 
 _PREPROCESS_HELP = (
     "Preprocessing the model was trained with (mobilenet_v2: x/127.5-1; resnet50: caffe,"
@@ -193,8 +194,8 @@ def cli() -> None:
     type=int,
     default=4,
     show_default=True,
-    help="Epochs without improvement before early stopping (the learning rate halves after"
-    " half as many).",
+    help="Epochs without improvement before early stopping (with --lr-schedule plateau, the"
+    " learning rate halves after half as many).",
 )
 @click.option(
     "--monitor",
@@ -202,6 +203,15 @@ def cli() -> None:
     default="val_auc",
     show_default=True,
     help="Validation score that picks the best epoch (checkpoint, early stopping).",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    default="plateau",
+    show_default=True,
+    help="plateau: halve the learning rate when --monitor stalls; cosine: anneal it to 0 by"
+    " the last epoch or the end of --time-budget, whichever comes first (with a warm-up"
+    " over the first epoch from scratch).",
 )
 @click.option(
     "--time-budget",

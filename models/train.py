@@ -41,6 +41,7 @@ from models.jsonable import jsonable
 from models.preprocessing import PREPROCESSING
 from models.registry import BACKBONE_NAMES, HEADS, get_backbone
 from models.runinfo import MODEL_FILENAME, RunInfo, sha256_file, write_run_info
+from models.schedules import LR_SCHEDULES, CosineAnnealing
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class TrainConfig:
     bn_momentum: float | None = None
     patience: int = 4
     monitor: str = "val_auc"
+    #: ``plateau`` (halve on a stall) or ``cosine`` (anneal to 0 by the last epoch or the
+    #: end of ``time_budget_s``): see :mod:`models.schedules`.
+    lr_schedule: str = "plateau"
     time_budget_s: float | None = None
     bad_images: str = "fail"
     #: Face framing (off, align, require): recorded in run.json, so later stages frame alike.
@@ -136,6 +140,7 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
     check_choice(cfg.class_weight, "--class-weight", CLASS_WEIGHTS)
     check_fraction(cfg.val_split, "--val-split")
     check_choice(cfg.monitor, "--monitor", MONITORS)
+    check_choice(cfg.lr_schedule, "--lr-schedule", LR_SCHEDULES)
     check_choice(cfg.bad_images, "--bad-images", BAD_IMAGE_POLICIES)
     parse_face_mode(cfg.faces)
     if cfg.preprocessing is not None:
@@ -359,7 +364,7 @@ class _Fitter:
             epochs=start + epochs,
             initial_epoch=start,
             class_weight=self.class_weight,
-            callbacks=self._callbacks(rate, warmup),
+            callbacks=self._callbacks(rate, warmup, epochs),
             shuffle=False,  # tf.data already shuffles (or oversamples) each epoch
             verbose=cfg.verbose,
         )
@@ -371,12 +376,13 @@ class _Fitter:
                 "name": name,
                 "epochs_run": len(result.history["loss"]),
                 "learning_rate": rate,
+                "final_learning_rate": float(model.optimizer.learning_rate.numpy()),
                 "trainable_params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
                 "first_epoch": start + 1,
             }
         )
 
-    def _callbacks(self, rate: float, warmup: bool) -> list[Any]:
+    def _callbacks(self, rate: float, warmup: bool, epochs: int) -> list[Any]:
         import keras
 
         cfg, mode = self.cfg, self.mode
@@ -385,14 +391,21 @@ class _Fitter:
             keras.callbacks.EarlyStopping(
                 monitor=cfg.monitor, mode=mode, patience=cfg.patience, restore_best_weights=True
             ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=cfg.monitor,
-                mode=mode,
-                factor=0.5 if not self.pretrained else 0.2,
-                patience=max(1, cfg.patience // 2),
-                min_lr=rate / 100,
-            ),
         ]
+        if cfg.lr_schedule == "cosine":
+            # Its own warm-up: a separate one would set the rate after the cosine's.
+            callbacks.append(CosineAnnealing(rate, epochs, self.deadline_, warmup))
+            warmup = False
+        else:
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=cfg.monitor,
+                    mode=mode,
+                    factor=0.5 if not self.pretrained else 0.2,
+                    patience=max(1, cfg.patience // 2),
+                    min_lr=rate / 100,
+                )
+            )
         if warmup:
             callbacks.append(_LinearWarmup(rate))
         if self.deadline_ is not None:

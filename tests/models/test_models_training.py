@@ -206,6 +206,8 @@ def test_train_refuses_bad_input_before_building_anything(synthetic_dir, tmp_pat
         train(cfg(positive="woman"))
     with pytest.raises(UsageError, match="--focal-alpha must be in"):
         train(cfg(loss="focal", focal_alpha=1.5))
+    with pytest.raises(UsageError, match="--lr-schedule must be one of"):
+        train(cfg(lr_schedule="linear"))
     with pytest.raises(UsageError, match="neither 'imagenet', 'none' nor an existing weights file"):
         train(cfg(weights=str(tmp_path / "nope.h5")))
     with pytest.raises(UsageError, match="too small"):
@@ -255,3 +257,29 @@ def test_time_budget_stops_after_the_first_epoch_and_smoothing_is_recorded(synth
         train(TrainConfig(**base, label_smoothing=1.0))
     with pytest.raises(UsageError, match="--time-budget"):
         train(TrainConfig(**base, time_budget_s=0))
+
+
+@pytest.mark.slow  # trains a model
+def test_cosine_schedule_anneals_the_rate_to_near_zero_by_the_last_epoch(synthetic_dir, tmp_path):
+    from models.train import TrainConfig, train
+
+    result = train(
+        TrainConfig(
+            data=str(synthetic_dir),
+            out=str(tmp_path / "run"),
+            weights="none",
+            backbone="mobilenetv2",
+            image_size=SIZE,
+            epochs=2,
+            batch_size=16,
+            lr=0.002,
+            lr_schedule="cosine",
+            patience=5,
+            verbose=0,
+        )
+    )
+    record = json.loads((result.run_dir / "run.json").read_text())
+    (phase,) = record["phases"]
+    assert record["args"]["lr_schedule"] == "cosine" and phase["epochs_run"] == 2
+    # the last step's rate: cosine_rate at (steps - 1) / steps of the way, a few % of the base
+    assert 0 < phase["final_learning_rate"] < 0.1 * phase["learning_rate"]

@@ -240,18 +240,6 @@ def measure_precision(
     }
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("genderscore", "onnxruntime", "ray", "pyarrow", "numpy", "pillow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
-
-
 def build_record(
     args: argparse.Namespace,
     date: str,
@@ -267,6 +255,9 @@ def build_record(
     processes>.<before | after | mean>``), ``plain_loop`` (or null) and ``runs``, one object
     per scoring run (``images``, ``faces``, ``layout``, the img/s, seconds and ratios, and
     ``cpu_s``); ``targets``: ``name``, ``issue``, ``value``, ``op``, ``target``, ``met``."""
+    from models.versions import package_versions
+    from scoring.run import SCORING_PACKAGES
+
     if keras is not None and "fp32" in measured:
         keras["ratio_to_fp32_ceiling"] = (
             keras["img_per_s"] / measured["fp32"]["ceiling"]["img_per_s"]
@@ -286,7 +277,7 @@ def build_record(
             "faces": args.faces,
             "ceiling_images": args.ceiling_images,
         },
-        "versions": versions(),
+        "versions": package_versions(SCORING_PACKAGES),
         "precisions": measured,
         "keras": keras,
         "ratios": other_ratios(measured, args.layouts),

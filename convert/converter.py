@@ -29,6 +29,7 @@ from convert.parity import ParityReport, compare_outputs, require_parity
 from models.errors import DataError
 from models.preprocessing import get_preprocessing
 from models.runinfo import RUN_INFO_FILENAME, RunInfo, read_run_info, sha256_file
+from models.versions import package_versions
 
 logger = logging.getLogger(__name__)
 
@@ -390,15 +391,12 @@ def _save(model: Any, path: Path) -> None:
 
 
 def _versions(loaded: Any, opset: int) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"opset": str(opset), loaded.library: loaded.library_version}
-    for package in ("genderscore", "tensorflow", "tf2onnx", "onnx", "onnxruntime"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "unknown"
-    return out
+    packages = ("genderscore", "tensorflow", "tf2onnx", "onnx", "onnxruntime")
+    return {
+        "opset": str(opset),
+        loaded.library: loaded.library_version,
+        **package_versions(packages),
+    }
 
 
 def _describe_quantization(metadata: ModelMetadata) -> str:

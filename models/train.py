@@ -42,6 +42,7 @@ from models.preprocessing import PREPROCESSING
 from models.registry import BACKBONE_NAMES, HEADS, get_backbone
 from models.runinfo import MODEL_FILENAME, RunInfo, sha256_file, write_run_info
 from models.schedules import LR_SCHEDULES, CosineAnnealing
+from models.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -513,22 +514,8 @@ def _spec_dict(name: str) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    try:
-        from importlib.metadata import version
-
-        own = version("genderscore")
-    except Exception:
-        own = "unknown"
-    return {
-        "genderscore": own,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
+    packages = ("genderscore", "tensorflow", "keras", "numpy")
+    return {**package_versions(packages), "python": platform.python_version()}
 
 
 class _LinearWarmup:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.errors import DataError, GenderscoreError, UsageError
+from models.versions import package_versions
 from scoring.decode import decode_batch, normalise_root, unique_requests
 from scoring.incremental import (
     PriorScores,
@@ -237,7 +238,7 @@ def _score_locked(
         "columns": {**job.columns.to_dict(), "root": job.root},
         "ray": _ray_record(where, plan, opts, layout),
         "parquet_files": [Path(f).name for f in check.files],
-        "versions": _versions(),
+        "versions": package_versions(SCORING_PACKAGES),
     }
     with signals.deferred("the output was being committed"):
         layout.commit(summary, replace=opts.force, parts=check)
@@ -635,13 +636,5 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else ""
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("genderscore", "onnxruntime", "ray", "pyarrow", "numpy", "pillow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
+#: The packages a scoring run records in its summary.
+SCORING_PACKAGES = ("genderscore", "onnxruntime", "ray", "pyarrow", "numpy", "pillow")

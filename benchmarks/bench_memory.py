@@ -33,9 +33,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from proctree import Background, process_kind  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -178,7 +179,7 @@ convert_model({str(keras_path)!r}, {str(onnx_path)!r}, preprocess="mobilenet_v2"
 # --- one measured run (in its own process) ---------------------------------------------------
 
 
-class TreeSampler:
+class TreeSampler(Background):
     """Samples this process and all its descendants: peak summed RSS and PSS, driver RSS."""
 
     def __init__(self, rss_every: float = 0.25, pss_every: float = 1.0):
@@ -192,17 +193,11 @@ class TreeSampler:
         self.max_processes = 0
         self.timeline: list[tuple[float, int, int]] = []  # (t, rss sum, last pss sum)
         self.peak_groups: dict[str, int] = {}  # PSS by kind of process at the PSS peak
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def __enter__(self) -> TreeSampler:
         self.t0 = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        return super().__enter__()
 
     def _run(self) -> None:
         psutil = self._psutil
@@ -224,7 +219,7 @@ class TreeSampler:
                     if want_pss:
                         info = p.memory_full_info()
                         pss_now += info.pss
-                        kind = "driver" if p.pid == self.me.pid else _kind(p.cmdline())
+                        kind = "driver" if p.pid == self.me.pid else process_kind(p.cmdline())
                         groups[kind] = groups.get(kind, 0) + info.pss
                     else:
                         info = p.memory_info()
@@ -243,20 +238,6 @@ class TreeSampler:
             self.max_processes = max(self.max_processes, len(procs))
             self.timeline.append((round(now - self.t0, 2), rss, pss))
             self._stop.wait(self.rss_every)
-
-
-def _kind(cmdline: list[str]) -> str:
-    """A short name for a process of the tree: ``ray::MapWorker``, ``raylet``, ``gcs_server``."""
-    if not cmdline:
-        return "?"
-    first = cmdline[0]
-    if first.startswith("ray::"):
-        return first.split("(")[0].split(".")[0]
-    for arg in cmdline[:3]:
-        name = os.path.basename(arg)
-        if name in ("raylet", "gcs_server") or name.endswith(".py"):
-            return name
-    return os.path.basename(first)
 
 
 def measure_one(args: argparse.Namespace) -> dict[str, object]:

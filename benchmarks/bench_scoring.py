@@ -59,7 +59,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,6 +68,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+from proctree import Background, process_kind  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 #: ../shared/data beside the checkout (a worktree under wt/: two levels up)
@@ -625,7 +625,7 @@ class RayTimer:
         self.stop_s = time.perf_counter() - down
 
 
-class FirstBatch:
+class FirstBatch(Background):
     """Polls the run's tally folder (``scoring.internal.tally``: each scorer actor counts its
     rows after every batch) for the first scored rows; ``at``: when seen (perf_counter)."""
 
@@ -636,16 +636,7 @@ class FirstBatch:
         self.staging, self.tally = layout.staging, layout.tally
         self.every = every
         self.at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> FirstBatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _run(self) -> None:
         from scoring.internal.tally import read_tally
@@ -712,7 +703,7 @@ def scoring_run(
     return run
 
 
-class CpuByProcess:
+class CpuByProcess(Background):
     """CPU seconds used by this process and its descendants (Ray's GCS, raylet, workers and
     actors), summed by kind of process: where the cores went during a scoring run. Without
     psutil it reports nothing."""
@@ -720,24 +711,17 @@ class CpuByProcess:
     def __init__(self, every: float = 0.5):
         self.every = every
         self.last: dict[int, tuple[str, float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def __enter__(self) -> CpuByProcess:
         try:
             import psutil
         except ImportError:
-            return self
+            return self  # no sampling thread: reports nothing
         self._psutil = psutil
         self.me = psutil.Process()
         self.start = sum(self.me.cpu_times()[:2])
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread.is_alive():
-            self._stop.set()
-            self._thread.join()
+        return super().__enter__()
 
     def _run(self) -> None:
         while True:
@@ -746,7 +730,7 @@ class CpuByProcess:
                     with p.oneshot():
                         t = p.cpu_times()
                         name = p.cmdline()
-                    self.last[p.pid] = (_kind(name), t.user + t.system)
+                    self.last[p.pid] = (process_kind(name), t.user + t.system)
                 except self._psutil.Error:
                     continue
             self.last[0] = ("driver", sum(self.me.cpu_times()[:2]) - self.start)
@@ -771,18 +755,6 @@ class CpuByProcess:
 
 def _largest_first(seconds: dict[str, float]) -> dict[str, float]:
     return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
-
-
-def _kind(cmdline: list[str]) -> str:
-    if not cmdline:
-        return "?"
-    if cmdline[0].startswith("ray::"):
-        return cmdline[0].split("(")[0].split(".")[0]
-    for arg in cmdline[:3]:
-        name = os.path.basename(arg)
-        if name in ("raylet", "gcs_server") or name.endswith(".py"):
-            return name
-    return os.path.basename(cmdline[0])
 
 
 def _group(kind: str) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scoring.py"
+sys.path.insert(0, str(SCRIPT.parent))  # as when run as a script: its helpers sit beside it
 spec = importlib.util.spec_from_file_location("bench_scoring", SCRIPT)
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)

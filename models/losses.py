@@ -20,6 +20,9 @@ class BinaryFocalLoss(keras.losses.Loss):
     """Focal loss (Lin et al. 2017) on sigmoid probabilities:
     ``-alpha_t * (1 - p_t) ** gamma * log(p_t)``, ``alpha`` weighting the positive class.
 
+    A soft target ``y`` (mixup) gets ``y`` times the positive loss plus ``1 - y`` times the
+    negative one, the mix of the two images' losses, as binary cross-entropy does. (The
+    ``p_t`` form on a soft target would not: at ``y = 0.5`` it is constant in ``p``.)
     ``gamma=0`` and ``alpha=0.5`` give half the binary cross-entropy.
     """
 
@@ -41,9 +44,9 @@ class BinaryFocalLoss(keras.losses.Loss):
         y_true = ops.cast(ops.reshape(y_true, ops.shape(y_pred)), y_pred.dtype)
         eps = keras.config.epsilon()
         p = ops.clip(y_pred, eps, 1.0 - eps)
-        p_t = y_true * p + (1.0 - y_true) * (1.0 - p)
-        alpha_t = y_true * self.alpha + (1.0 - y_true) * (1.0 - self.alpha)
-        loss = -alpha_t * ops.power(1.0 - p_t, self.gamma) * ops.log(p_t)
+        positive = self.alpha * ops.power(1.0 - p, self.gamma) * ops.log(p)
+        negative = (1.0 - self.alpha) * ops.power(p, self.gamma) * ops.log(1.0 - p)
+        loss = -(y_true * positive + (1.0 - y_true) * negative)
         return ops.mean(loss, axis=-1)
 
     def get_config(self) -> dict[str, Any]:

@@ -52,3 +52,21 @@ def test_label_smoothing_moves_cross_entropy_targets_towards_one_half():
     got = float(make_loss("bce", label_smoothing=eps)(y, p))
     assert got == pytest.approx(expected, rel=1e-5)
     assert float(make_loss("bce")(y, p)) < got
+
+
+def test_mixed_targets_train_towards_the_mix_under_both_losses():
+    p = np.array([[0.1], [0.5], [0.8]], dtype=np.float32)
+    lam = 0.3  # a mixup target: 0.3 of a positive image, 0.7 of a negative one
+    soft, pos, neg = (np.full_like(p, v) for v in (lam, 1.0, 0.0))
+    focal = BinaryFocalLoss(alpha=0.3, gamma=2.0, reduction="none")
+    mixed = np.asarray(focal(soft, p))
+    np.testing.assert_allclose(
+        mixed, lam * np.asarray(focal(pos, p)) + (1 - lam) * np.asarray(focal(neg, p)), rtol=1e-5
+    )
+    assert np.ptp(np.asarray(focal(np.full_like(p, 0.5), p))) > 0.01  # still depends on p
+    eps = 0.2
+    t = lam * (1 - eps) + eps / 2  # smoothing applies to the mixed target
+    expected = np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p)))
+    assert float(make_loss("bce", label_smoothing=eps)(soft, p)) == pytest.approx(
+        expected, rel=1e-5
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 
 from models.data import (
     Augmentation,
+    DecodedImages,
     decode_samples,
+    degrade_photos,
     discover_data,
     discover_eval_data,
     make_dataset,
@@ -144,3 +147,124 @@ def test_augmentation_and_oversampling(synthetic_dir):
     )
     assert aug.shape == plain.shape and aug.min() >= 0 and aug.max() <= 255
     assert np.abs(aug - plain).mean() > 1.0
+
+
+#: No geometric or brightness transforms: what is left is the photo degradations alone.
+NO_GEOMETRY = Augmentation(flip=False, rotation=0.0, zoom=0.0, shift=0.0, brightness=0.0, shear=0.0)
+#: Each degradation alone, applied to every image, and what it must do besides changing them.
+DEGRADATIONS = {
+    "contrast": {"contrast": 0.5},
+    "saturation": {"saturation": 0.5},
+    "blur": {"blur_sigma": 1.5},
+    "resolution": {"min_scale": 0.35},
+    "jpeg": {"jpeg_quality": (30, 95)},
+}
+
+
+@pytest.fixture()
+def faces(synthetic_dir: Path) -> DecodedImages:
+    data = discover_data(synthetic_dir)
+    return decode_samples(data.val[::3], 32, data.positive_class)  # 16 images, both classes
+
+
+def _key(i: int):
+    import tensorflow as tf
+
+    return tf.constant([i, 7], tf.int64)
+
+
+def _variation(x: np.ndarray) -> np.ndarray:
+    """Total variation per image: how much fine detail it has."""
+    return np.abs(np.diff(x, axis=1)).sum((1, 2, 3)) + np.abs(np.diff(x, axis=2)).sum((1, 2, 3))
+
+
+@pytest.mark.parametrize("name", DEGRADATIONS)
+def test_each_photo_degradation_changes_pixels_within_range_and_is_seeded(name, faces):
+    import tensorflow as tf
+
+    aug = replace(NO_GEOMETRY, photo_p=1.0, **DEGRADATIONS[name])
+    assert aug.degrades_photos
+    x = faces.pixels.astype(np.float32)
+    out = degrade_photos(tf.constant(x), aug, _key(1)).numpy()
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255 and np.abs(out - x).mean() > 0.5
+    np.testing.assert_array_equal(out, degrade_photos(tf.constant(x), aug, _key(1)).numpy())
+    assert not np.array_equal(out, degrade_photos(tf.constant(x), aug, _key(2)).numpy())
+    inside = (out > 0) & (out < 255)  # not clipped
+    if name == "contrast":  # one factor per image, around each channel's mean
+        mean = x.mean((1, 2), keepdims=True)
+        ratio = (out - mean) / np.where(np.abs(x - mean) > 5, x - mean, np.nan)
+        for r, keep in zip(ratio, inside, strict=True):
+            assert np.nanmax(r[keep]) - np.nanmin(r[keep]) < 1e-3
+    elif name == "saturation":  # each pixel's grey kept
+        grey = np.array([0.299, 0.587, 0.114], np.float32)
+        keep = inside.all(axis=-1)
+        np.testing.assert_allclose((out @ grey)[keep], (x @ grey)[keep], atol=1e-3)
+    elif name in ("blur", "resolution"):  # fine detail lost, never gained
+        assert (_variation(out) <= _variation(x) * 1.001).all()
+        assert _variation(out).sum() < 0.9 * _variation(x).sum()
+    else:  # decoded JPEG: whole numbers
+        np.testing.assert_array_equal(out, np.round(out))
+
+
+def test_photo_degradations_apply_per_image_with_their_probability(faces):
+    import tensorflow as tf
+
+    x = faces.pixels.astype(np.float32)
+    aug = replace(NO_GEOMETRY, photo_p=0.5, jpeg_quality=(30, 95), min_scale=0.35)
+    out = degrade_photos(tf.constant(x), aug, _key(3)).numpy()
+    same = np.array([np.array_equal(a, b) for a, b in zip(out, x, strict=True)])
+    assert 0 < same.sum() < len(x)  # the others are left exactly as they were
+    never = degrade_photos(tf.constant(x), replace(aug, photo_p=0.0), _key(3)).numpy()
+    np.testing.assert_array_equal(never, x)
+
+
+def test_photo_augmentation_in_tfdata_is_seeded_new_each_epoch_and_off_by_default(faces):
+    def epoch(ds) -> np.ndarray:
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    aug = NO_GEOMETRY.with_photo_degradations()
+    ds = make_dataset(faces, batch_size=8, augmentation=aug, seed=5)
+    first, second = epoch(ds), epoch(ds)
+    assert first.min() >= 0 and first.max() <= 255
+    assert not np.array_equal(first, second)  # new draws every epoch
+    np.testing.assert_array_equal(
+        first, epoch(make_dataset(faces, batch_size=8, augmentation=aug, seed=5))
+    )
+    assert not np.array_equal(
+        first, epoch(make_dataset(faces, batch_size=8, augmentation=aug, seed=6))
+    )
+    # Off by default; never chosen, the pixels are exactly those without it.
+    assert not Augmentation().degrades_photos
+    plain = faces.pixels.astype(np.float32)
+    for without in (NO_GEOMETRY, replace(aug, photo_p=0.0)):
+        ds = make_dataset(faces, batch_size=8, augmentation=without, seed=5)
+        np.testing.assert_array_equal(epoch(ds), plain)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0])
+def test_mixup_blends_images_targets_and_class_weights_alike(alpha):
+    n = 32  # black images are class 0, white ones class 1: a pixel / 255 is its target
+    pixels = np.zeros((n, 4, 4, 3), np.uint8)
+    pixels[n // 2 :] = 255
+    targets = (np.arange(n) >= n // 2).astype(np.int64)
+    labels = ["female" if t == 0 else "male" for t in targets]
+    images = DecodedImages(pixels, targets, [f"{i}.png" for i in range(n)], labels)
+    ds = make_dataset(
+        images, batch_size=16, mixup=alpha, class_weight={0: 1.0, 1: 3.0}, shuffle=True, seed=2
+    )
+    ys = []
+    for x, y, w in ds:
+        x, y, w = x.numpy(), y.numpy(), w.numpy()
+        assert y.min() >= 0 and y.max() <= 1
+        np.testing.assert_allclose(
+            x / 255, np.broadcast_to(y[:, None, None, None], x.shape), atol=1e-5
+        )
+        np.testing.assert_allclose(w, 1.0 + 2.0 * y, rtol=1e-6)  # the mix of the two weights
+        ys.append(y)
+    ys = np.concatenate(ys)
+    assert len(ys) == n and ((ys > 0.01) & (ys < 0.99)).any()
+    # Without mixup (validation), the images and targets as they are.
+    (x, y), (x2, y2) = make_dataset(images, batch_size=16)
+    np.testing.assert_array_equal(np.concatenate([x, x2]), pixels.astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate([y, y2]), targets)

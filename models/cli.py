@@ -150,6 +150,21 @@ def cli() -> None:
     " tf.data, not inside the saved model).",
 )
 @click.option(
+    "--photo-augment/--no-photo-augment",
+    default=False,
+    show_default=True,
+    help="JPEG, resolution, blur and colour degradations of photos, added to --augment.",
+)
+@click.option(
+    "--mixup",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="ALPHA",
+    help="Mixup of training batches: pairs of images and their targets blended with a"
+    " Beta(ALPHA, ALPHA) weight (e.g. 0.2; 0 = off).",
+)
+@click.option(
     "--val-split",
     type=float,
     default=0.2,

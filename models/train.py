@@ -80,6 +80,10 @@ class TrainConfig:
     class_weight: str = "none"
     oversample: bool = False
     augment: bool = True
+    #: Adds JPEG, resolution, blur and colour degradations of photos to ``augment``.
+    photo_augment: bool = False
+    #: Beta parameter of mixup on training batches (0: off), see :func:`models.data.mix_pairs`.
+    mixup: float = 0.0
     val_split: float = 0.2
     positive: str | None = None
     preprocessing: str | None = None
@@ -138,6 +142,10 @@ def check_train_config(cfg: TrainConfig) -> TrainConfig:
         raise UsageError("--label-smoothing works with --loss bce only")
     if cfg.time_budget_s is not None:
         check_positive_float(cfg.time_budget_s, "--time-budget")
+    if cfg.photo_augment and not cfg.augment:
+        raise UsageError("--photo-augment works with --augment only")
+    if not cfg.mixup >= 0:
+        raise UsageError(f"--mixup must be >= 0 (0 turns it off), got {cfg.mixup}")
     check_choice(cfg.class_weight, "--class-weight", CLASS_WEIGHTS)
     check_fraction(cfg.val_split, "--val-split")
     check_choice(cfg.monitor, "--monitor", MONITORS)
@@ -192,6 +200,7 @@ def train(config: TrainConfig) -> TrainResult:
     plot_history(
         history, run_dir / "curves.png", phase_starts=[p["first_epoch"] - 1 for p in phases[1:]]
     )
+    augmentation = augmentation_of(cfg)
     record = {
         "model_file": MODEL_FILENAME,
         "model_sha256": sha256_file(model_path),
@@ -208,6 +217,8 @@ def train(config: TrainConfig) -> TrainResult:
         "head": _head_dict(fitter.model),
         "seed": cfg.seed,
         "args": jsonable(asdict(cfg)),
+        # What --augment and --photo-augment stood for in this version.
+        "augmentation": jsonable(asdict(augmentation)) if augmentation else None,
         "data": _data_record(data, train_imgs, val_imgs),
         "phases": phases,
         "monitor": cfg.monitor,
@@ -230,6 +241,33 @@ def train(config: TrainConfig) -> TrainResult:
         model_path,
     )
     return TrainResult(run_dir, model_path, info, history, best_score, val_metrics)
+
+
+def augmentation_of(cfg: TrainConfig) -> Augmentation | None:
+    """The training augmentation ``cfg`` asks for (None with ``augment`` off)."""
+    if not cfg.augment:
+        return None
+    return Augmentation().with_photo_degradations() if cfg.photo_augment else Augmentation()
+
+
+def fit_datasets(
+    cfg: TrainConfig, train_imgs: DecodedImages, val_imgs: DecodedImages, preprocessing: str
+) -> tuple[Any, Any]:
+    """The training dataset (shuffled or oversampled, augmented, mixed, class-weighted as
+    ``cfg`` says) and the validation dataset (the images as they are)."""
+    balanced = cfg.class_weight == "balanced"
+    train = make_dataset(
+        train_imgs,
+        batch_size=cfg.batch_size,
+        preprocessing=preprocessing,
+        augmentation=augmentation_of(cfg),
+        mixup=cfg.mixup,
+        class_weight=_class_weight(train_imgs.targets) if balanced else None,
+        shuffle=True,
+        oversample=cfg.oversample,
+        seed=cfg.seed,
+    )
+    return train, make_dataset(val_imgs, batch_size=cfg.batch_size, preprocessing=preprocessing)
 
 
 def _decode(
@@ -286,18 +324,7 @@ class _Fitter:
         self.cfg, self.bb = cfg, bb
         self.pretrained = weights is not None
         keras.utils.set_random_seed(cfg.seed)
-        self.ds_train = make_dataset(
-            train_imgs,
-            batch_size=cfg.batch_size,
-            preprocessing=preprocessing,
-            augmentation=Augmentation() if cfg.augment else None,
-            shuffle=True,
-            oversample=cfg.oversample,
-            seed=cfg.seed,
-        )
-        self.ds_val = make_dataset(val_imgs, batch_size=cfg.batch_size, preprocessing=preprocessing)
-        balanced = cfg.class_weight == "balanced"
-        self.class_weight = _class_weight(train_imgs.targets) if balanced else None
+        self.ds_train, self.ds_val = fit_datasets(cfg, train_imgs, val_imgs, preprocessing)
         if cfg.bn_momentum is not None:
             bn_momentum = cfg.bn_momentum
         else:
@@ -364,7 +391,6 @@ class _Fitter:
             validation_data=self.ds_val,
             epochs=start + epochs,
             initial_epoch=start,
-            class_weight=self.class_weight,
             callbacks=self._callbacks(rate, warmup, epochs),
             shuffle=False,  # tf.data already shuffles (or oversamples) each epoch
             verbose=cfg.verbose,

@@ -283,3 +283,50 @@ def test_cosine_schedule_anneals_the_rate_to_near_zero_by_the_last_epoch(synthet
     assert record["args"]["lr_schedule"] == "cosine" and phase["epochs_run"] == 2
     # the last step's rate: cosine_rate at (steps - 1) / steps of the way, a few % of the base
     assert 0 < phase["final_learning_rate"] < 0.1 * phase["learning_rate"]
+
+
+def test_photo_augment_and_mixup_are_checked_and_leave_validation_alone(synthetic_dir, tmp_path):
+    from models.data import decode_samples, discover_data
+    from models.train import TrainConfig, check_train_config, fit_datasets
+
+    base = dict(data=str(synthetic_dir), out=str(tmp_path / "run"), image_size=SIZE)
+    with pytest.raises(UsageError, match=r"--mixup must be >= 0 \(0 turns it off\), got -0.1"):
+        check_train_config(TrainConfig(**base, mixup=-0.1))
+    with pytest.raises(UsageError, match="--photo-augment works with --augment only"):
+        check_train_config(TrainConfig(**base, augment=False, photo_augment=True))
+    cfg = check_train_config(
+        TrainConfig(**base, photo_augment=True, mixup=0.2, class_weight="balanced", batch_size=16)
+    )
+    data = discover_data(synthetic_dir)
+    train_imgs, val_imgs = (
+        decode_samples(samples, SIZE, data.positive_class) for samples in (data.train, data.val)
+    )
+    ds_train, ds_val = fit_datasets(cfg, train_imgs, val_imgs, "mobilenet_v2")
+    ys = np.concatenate([y for _, y, _ in ds_train])
+    assert ((ys > 0.01) & (ys < 0.99)).any()  # mixed
+    x_val, y_val = (np.concatenate(part) for part in zip(*ds_val, strict=True))
+    np.testing.assert_allclose(x_val, preprocess(val_imgs.pixels, "mobilenet_v2"), atol=1e-6)
+    np.testing.assert_array_equal(y_val, val_imgs.targets)
+
+
+@pytest.mark.slow  # trains a model
+def test_a_run_with_photo_augment_mixup_focal_loss_and_class_weights(synthetic_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from models.cli import cli
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train", "--data", str(synthetic_dir), "--out", str(out),
+            "--backbone", "mobilenetv2", "--image-size", str(SIZE), "--weights", "none",
+            "--epochs", "1", "--batch-size", "16", "--loss", "focal",
+            "--class-weight", "balanced", "--photo-augment", "--mixup", "0.2", "--quiet",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record = json.loads((out / "run.json").read_text())
+    assert record["args"]["photo_augment"] is True and record["args"]["mixup"] == 0.2
+    assert record["augmentation"]["jpeg_quality"] == [30, 95]
+    assert np.isfinite(record["best_score"]) and record["val_metrics"]["n"] == 48

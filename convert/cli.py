@@ -175,7 +175,8 @@ def cli(model: Path, out: Path, **kwargs: object) -> None:
     if result.int8 is not None:
         speeds = result.int8.get("speed_img_per_s")
         if speeds:
+            where = f"batch {result.int8['speed_batch']}, {result.int8['speed_threads']} thread"
             click.echo(
-                "  speed at batch 8: " + ", ".join(f"{k} {v:g} img/s" for k, v in speeds.items())
+                f"  speed at {where}: " + ", ".join(f"{k} {v:g} img/s" for k, v in speeds.items())
             )
         click.echo(f"  kept: {result.int8['chosen']}")

@@ -344,14 +344,18 @@ def _ranked_by_speed(
     fp32_path: Path, built: dict[str, Any], settings: Settings, info: dict[str, Any]
 ) -> list[str]:
     """Time fp32 and each int8 build; the formats that pay, fastest first (speeds in ``info``)."""
-    from convert.quantize import measure_speed, ranked_formats
+    from convert.quantize import SPEED_BATCH, SPEED_THREADS, measure_speed, ranked_formats
 
     speeds = {"fp32": measure_speed(fp32_path, settings.input_size)}
     speeds |= {fmt: measure_speed(path, settings.input_size) for fmt, (path, _) in built.items()}
     info["speed_img_per_s"] = {k: round(v, 1) for k, v in speeds.items()}
-    info["speed_batch"] = 8
+    info["speed_batch"] = SPEED_BATCH
+    info["speed_threads"] = SPEED_THREADS
     logger.info(
-        "int8 speed at batch 8: %s img/s", ", ".join(f"{k} {v:.0f}" for k, v in speeds.items())
+        "int8 speed at batch %d, %d thread(s): %s img/s",
+        SPEED_BATCH,
+        SPEED_THREADS,
+        ", ".join(f"{k} {v:.0f}" for k, v in speeds.items()),
     )
     ranked = ranked_formats(speeds)
     if not ranked:

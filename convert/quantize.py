@@ -31,6 +31,9 @@ DEFAULT_MIN_AGREEMENT = 0.99
 #: int8 must be at least this much faster than fp32 to be kept by ``auto``.
 MIN_SPEEDUP = 1.15
 SPEED_BATCH = 8
+#: ORT threads ``auto`` times with: the scorer's layout is one single-thread actor per CPU, and
+#: a model's int8 gain differs with threads (EfficientNetB0: ~1.2-1.4x at 1, 0.9x at 2).
+SPEED_THREADS = 1
 CALIBRATION_BATCH = 8
 
 
@@ -98,10 +101,16 @@ def _excluded_nodes(path: Path) -> list[str]:
 
 
 def measure_speed(
-    model_path: Path, size: tuple[int, int], *, batch: int = SPEED_BATCH, seconds: float = 2.0
+    model_path: Path,
+    size: tuple[int, int],
+    *,
+    batch: int = SPEED_BATCH,
+    threads: int = SPEED_THREADS,
+    seconds: float = 2.0,
 ) -> float:
-    """Images per second of a CPU session at ``batch`` (median batch time, after warm-up)."""
-    session = onnx_session(model_path)
+    """Images per second of a CPU session of ``threads`` threads at ``batch`` (median batch
+    time, after warm-up)."""
+    session = onnx_session(model_path, threads=threads)
     images = np.random.default_rng(0).integers(0, 256, (batch, *size, 3), dtype=np.uint8)
     for _ in range(2):
         session.run(None, {INPUT_NAME: images})

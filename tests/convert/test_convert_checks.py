@@ -116,6 +116,7 @@ def test_int8_auto_measures_and_keeps_what_wins(trained_cnn, labeled, tmp_path):
     )
     info = result.int8
     assert set(info["speed_img_per_s"]) == {"fp32", "u8s8", "s8s8"}
+    assert (info["speed_batch"], info["speed_threads"]) == (8, 1)  # the scorer's actor layout
     # The formats that pay are gated fastest first; the first to pass is kept, else fp32.
     ranked = ranked_formats(info["speed_img_per_s"])
     refused = info.get("gate_refused", {})

@@ -108,9 +108,12 @@ def compare_int8(
     rows: dict[str, dict] = {}
     for path in fp32_files:
         meta = read_metadata(path)
-        key = (tuple(meta.input_size), meta.positive_class)
+        # Each model sees its images framed as it was trained (faces aligned or whole).
+        key = (tuple(meta.input_size), meta.positive_class, meta.framing)
         if key not in decoded:
-            decoded[key] = decode_samples(samples, meta.input_size, meta.positive_class)
+            decoded[key] = decode_samples(
+                samples, meta.input_size, meta.positive_class, framing=meta.framing
+            )
         images = decoded[key]
         y = images.targets
         p32, speed32 = _throughput(onnx_session(path), images.pixels, batch)

@@ -20,6 +20,12 @@ per image of each kind of kernel. Variants:
 - ``qdq-all-fp32-depthwise``: everything but the depthwise convolutions;
 - ``qdq-all-fp32-se``: everything but the squeeze-and-excitation blocks' convolutions;
 - ``qdq-all-per-tensor``: ``qdq-all`` with one weight scale per tensor, not per channel.
+
+With ``--model`` (a trained fp32 ONNX model, e.g. the reference recipe's
+``WORK/onnx/efficientnetb0.onnx``), ``--data`` (a labeled manifest) and ``--calibration`` (a
+manifest of training images), the variants quantize that model, calibrated on those images
+framed as the model was trained, and each also prints its ROC AUC on ``--data`` and the drop
+from fp32's.
 """
 
 from __future__ import annotations
@@ -180,6 +186,25 @@ def op_profile(path: Path, images: np.ndarray, threads: int, work: Path) -> list
     return [(op, d / whole, d / scale, count[op] // runs) for op, d in total.most_common(8)]
 
 
+def labeled_images(manifest: Path, model: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The manifest's images decoded and framed as ``model`` was trained, and their labels
+    (1 = the model's positive class)."""
+    from convert.metadata import read_metadata
+    from models.data import decode_samples, discover_eval_data
+
+    meta = read_metadata(model)
+    samples, _ = discover_eval_data(manifest)
+    images = decode_samples(samples, meta.input_size, meta.positive_class, framing=meta.framing)
+    return images.pixels.astype(np.uint8), images.targets
+
+
+def probabilities(path: Path, images: np.ndarray, threads: int) -> np.ndarray:
+    """The model's first output over ``images`` in batches of 64."""
+    s = session(path, threads)
+    out = [s.run(None, {"image": images[i : i + 64]})[0] for i in range(0, len(images), 64)]
+    return np.concatenate(out).reshape(len(images), -1)[:, -1]
+
+
 def calibration_images(size: int) -> np.ndarray:
     from models.synthetic import synthetic_face
 
@@ -193,11 +218,15 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Path]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32 = work / f"{args.backbone}.onnx"
-    build_fp32(args.backbone, args.size, fp32)
+    if args.model:
+        fp32.write_bytes(args.model.read_bytes())
+        calibration, _ = labeled_images(args.calibration, args.model)
+    else:
+        build_fp32(args.backbone, args.size, fp32)
+        calibration = calibration_images(args.size)
     prepared = work / "prepared.onnx"
     # Shape inference and fp32 fusions first, as convert does (ORT's quantization guide).
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    calibration = calibration_images(args.size)
     paths = {"fp32": fp32}
     for variant in VARIANTS:
         paths[variant] = work / f"{variant}.onnx"
@@ -213,28 +242,46 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     ap.add_argument("--seconds", type=float, default=4.0, help="per timing")
     ap.add_argument("--profile", nargs="*", default=["fp32", "qdq-all", "qdq-conv"])
+    ap.add_argument("--model", type=Path, help="a trained fp32 ONNX model (default: built)")
+    ap.add_argument("--data", type=Path, help="with --model: labeled manifest for the AUC")
+    ap.add_argument("--calibration", type=Path, help="with --model: calibration manifest")
     args = ap.parse_args()
+    if args.model and not (args.data and args.calibration):
+        ap.error("--model needs --data (labeled images for the AUC) and --calibration")
     sys.path.insert(0, str(REPO))
     print(f"load average at start: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-int8-ops-") as tmp:
         work = Path(tmp)
         paths = prepare(args, work)
-        images = np.random.default_rng(1).integers(
-            0, 256, (BATCH, args.size, args.size, 3), dtype=np.uint8
-        )
+        if args.model:
+            val_images, y = labeled_images(args.data, args.model)
+            images = val_images[:BATCH]
+        else:
+            images = np.random.default_rng(1).integers(
+                0, 256, (BATCH, args.size, args.size, 3), dtype=np.uint8
+            )
         rounds: dict[str, list[float]] = {k: [] for k in paths}
         for _ in range(args.rounds):
             for name, path in paths.items():
                 rounds[name].append(ms_per_image(path, images, args.threads, args.seconds))
         base = min(rounds["fp32"])
         reference = session(paths["fp32"], args.threads).run(None, {"image": images})[0]
-        print(f"\n{args.backbone}, {args.size} px, batch {BATCH}, {args.threads} thread(s)")
+        size = images.shape[1]
+        print(f"\n{args.backbone}, {size} px, batch {BATCH}, {args.threads} thread(s)")
+        auc32 = None
         for name, path in paths.items():
             out = session(path, args.threads).run(None, {"image": images})[0]
             best = min(rounds[name])
+            accuracy = ""
+            if args.model:
+                from sklearn.metrics import roc_auc_score
+
+                auc = float(roc_auc_score(y, probabilities(path, val_images, args.threads)))
+                auc32 = auc if auc32 is None else auc32
+                accuracy = f"  AUC {auc:.4f} (drop {auc32 - auc:+.4f}, {len(y)} images)"
             print(
                 f"{name:24s} {best:7.2f} ms/img  {base / best:5.2f}x fp32"
-                f"  max |dp| {float(np.abs(out - reference).max()):.4f}"
+                f"  max |dp| {float(np.abs(out - reference).max()):.4f}{accuracy}"
                 f"  rounds {', '.join(f'{t:.2f}' for t in rounds[name])}"
             )
         for name in args.profile:

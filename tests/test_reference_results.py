@@ -28,43 +28,95 @@ def recipe():
 @pytest.mark.slow  # runs the reference recipe: trains, converts, scores on Ray
 def test_reference_recipe_runs_every_stage_and_resumes(recipe, tmp_path):
     data = tmp_path / "data"
-    # The layout of ../shared/data: UTKFace train/val, FACECOM train only (a different size).
+    # The layout of ../shared/data: UTKFace train/val (val.csv with age and race), FACECOM
+    # train only (a different size).
     write_synthetic_dataset(data / "utkface", n_per_class=16, size=(48, 48), seed=1)
-    write_synthetic_dataset(data / "facecom", n_per_class=10, splits=("train",), size=(60, 60))
+    write_synthetic_dataset(data / "facecom", n_per_class=20, splits=("train",), size=(60, 60))
+    val_csv = data / "utkface" / "val.csv"
+    lines = val_csv.read_text().splitlines()
+    ages = [5, 25, 45, 70]
+    val_csv.write_text(
+        "\n".join([lines[0] + ",age,race"]
+                  + [f"{line},{ages[i % 4]},{i % 2}" for i, line in enumerate(lines[1:])]) + "\n"
+    )  # fmt: skip
     work = tmp_path / "work"
     args = [
         "--data", str(data), "--work", str(work), "--backbones", "mobilenetv2",
         "--size", "32", "--epochs", "1", "--batch-size", "16", "--calibration-count", "16",
-        "--n-boot", "100", "--verbose", "0",
+        "--n-boot", "100", "--verbose", "0", "--min-group", "4",
         "--no-int8",  # INT8 conversion and its comparison cost more than the rest together
     ]  # fmt: skip
     assert recipe.main(args) == 0
 
     counts = json.loads((work / "manifests" / "counts.json").read_text())
-    assert counts["crossdomain"] == {"female": 3, "male": 3}  # 30% of each FACECOM class
-    assert counts["train"] == {"female": 16 + 7, "male": 16 + 7}
-    held_out = (work / "manifests" / "crossdomain.csv").read_text()
-    assert all(line.split(",")[0] not in held_out for line in
-               (work / "manifests" / "train.csv").read_text().splitlines()[1:])  # fmt: skip
+    # 30% of each FACECOM class held out, then split in halves.
+    assert counts["facecom_tune"] == {"female": 3, "male": 3}
+    assert counts["facecom_test"] == {"female": 3, "male": 3}
+    assert counts["train"] == {"female": 16 + 14, "male": 16 + 14}
+    assert counts["val_with_groups"] == 32
+    # Every FACECOM photo went through the detector; the ones it missed are counted and named.
+    no_face = counts["facecom_no_face"]
+    assert no_face["photos"] == 40 and len(no_face["files"]) == no_face["no_face"] <= 40
+    manifests = work / "manifests"
+    tune, test = ((manifests / f"facecom_{h}.csv").read_text() for h in ("tune", "test"))
+    train_paths = [line.split(",")[0] for line in
+                   (manifests / "train.csv").read_text().splitlines()[1:]]  # fmt: skip
+    assert not any(p in tune or p in test for p in train_paths)
+    assert not set(tune.splitlines()[1:]) & set(test.splitlines()[1:])
+    assert (manifests / "val.csv").read_text().splitlines()[0] == "path,label,race,age"
 
     results = json.loads((work / "results.json").read_text())
     assert set(results["objectives"]) == {"far=0.05", "eer"}
-    for res in results["objectives"].values():
-        assert set(res["rows"]) == {"mobilenetv2", "ensemble"}
-        for rows in res["rows"].values():
-            assert rows["val"]["n"] == 32 and rows["crossdomain"]["n"] == 6
-            assert 0.0 <= rows["crossdomain"]["macro_f1"] <= 1.0
-    assert results["training"]["mobilenetv2"]["image_size"] == [32, 32]
-    assert results["training"]["mobilenetv2"]["epochs_run"] == 1
+    for by_domain in results["objectives"].values():
+        assert set(by_domain) == {"utkface", "facecom"}
+        utk, fc = by_domain["utkface"]["rows"], by_domain["facecom"]["rows"]
+        assert set(utk) == set(fc) == {"mobilenetv2", "ensemble"}
+        assert utk["ensemble"]["val"]["n"] == 32 and utk["ensemble"]["facecom_test"]["n"] == 6
+        assert set(fc["ensemble"]) == {"facecom_test"}  # tuned on FACECOM: judged off val
+        ci = fc["ensemble"]["facecom_test"]["ci"]["far"]
+        assert ci["low"] <= ci["estimate"] <= ci["high"]
+    targets = results["targets"]
+    assert targets["ensemble_auc_val"]["aim"] == 0.97
+    assert isinstance(targets["far_target_facecom_test"]["met"], bool)
+    curve = results["tune_size"]
+    assert curve["objective"] == "far=0.05" and [r["n"] for r in curve["rows"]] == [6]
+    groups = results["subgroups"]["eer"]["by"]
+    assert set(groups) == {"race", "age"}
+    assert groups["age"]["groups"] == ["[0, 18)", "[18, 40)", "[40, 60)", "[60, 200)"]
+    training = results["training"]["mobilenetv2"]
+    assert training["image_size"] == [32, 32] and training["epochs_run"] == 1
+    assert training["faces"] == "align" and training["lr_schedule"] == "cosine"
     assert results["int8_decisions"] == {} and "int8" not in results
     assert not (work / "onnx" / "mobilenetv2_int8.onnx").exists()
 
     table = (work / "results.md").read_text()
-    assert "| **ensemble** | FACECOM held out |" in table
-    assert "| mobilenetv2 | 32 px | 1 (1) |" in table
+    assert "| FACECOM tune half | FACECOM test half |" in table
+    assert "| mobilenetv2 | 32 px | align | cosine | 16 | 1 (1) |" in table
+    assert f"FACECOM photos with no face found: {no_face['no_face']} of 40" in table
+    assert "| age | [60, 200) | 8 |" in table
 
     # A rerun finds every stage's outputs and keeps them.
     model = work / "onnx" / "mobilenetv2.onnx"
-    before = model.stat().st_mtime_ns, (work / "ensemble" / "eer.json").read_text()
+    tuned = work / "ensemble" / "facecom_eer.json"
+    before = model.stat().st_mtime_ns, tuned.read_text()
     assert recipe.main([*args, "train", "convert", "score", "tune"]) == 0
-    assert (model.stat().st_mtime_ns, (work / "ensemble" / "eer.json").read_text()) == before
+    assert (model.stat().st_mtime_ns, tuned.read_text()) == before
+
+
+def test_ablation_table_states_each_levers_gain_over_its_reference_and_the_seed_noise(recipe):
+    from reference_tables import render_ablation
+
+    def run(val: float, facecom: float, label: str) -> dict:
+        return {"label": label, "val_auc": val, "facecom_tune_auc": facecom, "epochs_run": 5}
+
+    done = {
+        "base": run(0.900, 0.800, "plateau, batch 32"),
+        "seed1": run(0.890, 0.830, "plateau, batch 32, seed 1"),
+        "cosine": run(0.920, 0.850, "cosine"),
+        "mixup": run(0.910, 0.870, "cosine + mixup 0.2"),
+    }
+    table = render_ablation(done, 5, "mobilenetv2")
+    assert "| cosine | 5 | 0.920 | 0.850 | plateau, batch 32 | +0.020 | +0.050 |" in table
+    assert "| cosine + mixup 0.2 | 5 | 0.910 | 0.870 | cosine | -0.010 | +0.020 |" in table
+    assert "| plateau, batch 32 | 5 | 0.900 | 0.800 |  |  |  |" in table  # no reference
+    assert "0.010 (UTKFace val AUC), 0.030 (FACECOM tune AUC)" in table

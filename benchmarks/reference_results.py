@@ -27,8 +27,9 @@ resumed by running the same command again; ``--redo`` recomputes the named stage
   WORK/results.json;
 - ``table``: WORK/results.md, the Markdown tables docs/benchmarks.md's "Reference results" shows;
 - ``ablation`` (only when named): each training lever (cosine schedule, batch 128, photo
-  augmentation, mixup) against its reference at the same budget on one backbone, two seeds of
-  the base for the noise -> WORK/ablation.json and WORK/ablation.md.
+  augmentation, mixup) against the base at the same budget on one backbone, and at equal
+  epochs (a shared machine fits more or fewer epochs into a budget), two seeds of the base for
+  the noise -> WORK/ablation.json and WORK/ablation.md.
 
 Everything, the ablation included: name every stage, ``... prepare train convert score tune
 evaluate table ablation``.
@@ -86,12 +87,9 @@ ABLATION = {
     "base": ("plateau, batch 32", {}),
     "seed1": ("plateau, batch 32, seed 1", {"seed": 1}),
     "cosine": ("cosine", {"lr_schedule": "cosine"}),
-    "batch128": (
-        "cosine, batch 128, lr 2e-3",
-        {"lr_schedule": "cosine", "batch_size": 128, "lr": 2e-3},
-    ),
-    "photo": ("cosine + photo augmentation", {"lr_schedule": "cosine", "photo_augment": True}),
-    "mixup": ("cosine + mixup 0.2", {"lr_schedule": "cosine", "mixup": 0.2}),
+    "batch128": ("batch 128, lr 2e-3", {"batch_size": 128, "lr": 2e-3}),
+    "photo": ("photo augmentation", {"photo_augment": True}),
+    "mixup": ("mixup 0.2", {"mixup": 0.2}),
 }
 
 
@@ -114,7 +112,7 @@ class Recipe:
     augment: bool = True
     photo_augment: bool = False
     mixup: float = 0.0
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "plateau"
     faces: str = "align"
     train_limit: int | None = None
     holdout: float = 0.3
@@ -730,6 +728,8 @@ def stage_ablation(r: Recipe, redo: bool = False) -> None:
         label, settings = ABLATION[key]
         run_dir = r.work / "ablation" / key
         if key in done:
+            if "val_auc_by_epoch" not in done[key] and (run_dir / "history.csv").exists():
+                done[key]["val_auc_by_epoch"] = _val_auc_by_epoch(run_dir)  # older records
             continue
         cfg = TrainConfig(
             data=str(data),
@@ -758,11 +758,20 @@ def stage_ablation(r: Recipe, redo: bool = False) -> None:
             "facecom_tune_auc": facecom.metrics["roc_auc"],
             "epochs_run": info["epochs_run"],
             "train_seconds": info["train_seconds"],
+            "val_auc_by_epoch": _val_auc_by_epoch(run_dir),
         }
         path.write_text(json.dumps(done, indent=2) + "\n")
+    done = {k: done[k] for k in ABLATION if k in done}
     text = render_ablation(done, r.ablation_budget_min, r.ablation_backbone)
     (r.work / "ablation.md").write_text(text)
     print(text)
+
+
+def _val_auc_by_epoch(run_dir: Path) -> list[float]:
+    """Validation AUC after each epoch (RUN_DIR/history.csv): the levers compared at equal
+    epochs, apart from how many epochs the machine fitted into the budget."""
+    with open(run_dir / "history.csv", newline="") as fh:
+        return [float(row["val_auc"]) for row in csv.DictReader(fh)]
 
 
 def _ablation_manifest(r: Recipe) -> Path:
@@ -828,7 +837,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Recipe, list[str], bo
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--photo-augment", action="store_true", help="JPEG, blur, colour degradations")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="cosine")
+    p.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau")
     p.add_argument("--faces", choices=("off", "align"), default="align", help="framing")
     p.add_argument("--train-limit", type=int, default=None, help="stratified training subset")
     p.add_argument("--holdout", type=float, default=0.3, help="FACECOM share held out")

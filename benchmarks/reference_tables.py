@@ -6,8 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-#: What each ablation variant is compared with: its gain over that is the lever's.
-ABLATION_AGAINST = {"cosine": "base", "batch128": "cosine", "photo": "cosine", "mixup": "cosine"}
+#: Each ablation variant's reference: the variant it adds one lever to.
+ABLATION_AGAINST = {
+    "cosine": "base",
+    "batch128": "base",
+    "photo": "base",
+    "mixup": "base",
+}
+ABLATION_METRICS = ("val_auc", "facecom_tune_auc")
 
 
 def _ci(ci: dict[str, float]) -> str:
@@ -191,6 +197,14 @@ def _render_int8(results: dict[str, Any]) -> list[str]:
 def _why_fp32(decision: dict[str, Any]) -> str:
     if "refused_by_gate" in decision:
         return "int8 refused by the gate"
+    refused = decision.get("gate_refused", {})
+    if refused:
+        # The gate refused every int8 format fast enough to try: say by how much.
+        best = max(refused.values(), key=lambda g: g["agreement"])
+        return (
+            f"int8 refused by the gate: {', '.join(refused)}; best label agreement"
+            f" {best['agreement']:.1%}, {best['min_agreement']:.0%} needed"
+        )
     speeds = decision.get("speed_img_per_s")
     if speeds:
         best = max(v for k, v in speeds.items() if k != "fp32")
@@ -201,37 +215,95 @@ def _why_fp32(decision: dict[str, Any]) -> str:
     return "no int8 decision recorded"
 
 
+def common_epoch(done: dict[str, Any]) -> int | None:
+    """The last epoch every variant reached (None if a record lacks its per-epoch AUC)."""
+    runs = [row.get("val_auc_by_epoch") for row in done.values()]
+    if not runs or not all(runs):
+        return None
+    return min(len(r) for r in runs)
+
+
+def _metrics(done: dict[str, Any], key: str) -> dict[str, float]:
+    """A variant's compared figures: best AUCs within the budget, and the validation AUC at
+    :func:`common_epoch` (``at_epoch``) when every record has it."""
+    row, k = done[key], common_epoch(done)
+    out = {m: row[m] for m in ABLATION_METRICS}
+    if k is not None:
+        out["at_epoch"] = row["val_auc_by_epoch"][k - 1]
+    return out
+
+
+def ablation_noise(done: dict[str, Any]) -> dict[str, float]:
+    """The gap between two seeds of the base, per compared figure ({} without both seeds)."""
+    if "base" not in done or "seed1" not in done:
+        return {}
+    base, seed1 = _metrics(done, "base"), _metrics(done, "seed1")
+    return {k: abs(base[k] - seed1[k]) for k in base}
+
+
+def lever_kept(done: dict[str, Any], key: str) -> bool | None:
+    """Whether variant ``key``'s lever earns its place: within the budget, a gain over its
+    reference above the seeds' noise on one AUC without a loss beyond the noise on the other,
+    and, at equal epochs, no loss of validation AUC beyond the noise (so a lever is not
+    credited with epochs a faster moment of a shared machine gave it). None: no reference or
+    no noise measured."""
+    noise, against = ablation_noise(done), ABLATION_AGAINST.get(key)
+    if not noise or against not in done or key not in done:
+        return None
+    mine, ref = _metrics(done, key), _metrics(done, against)
+    gain = {k: mine[k] - ref[k] for k in mine}
+    within_budget = any(
+        gain[k] > noise[k] and all(gain[o] > -noise[o] for o in ABLATION_METRICS if o != k)
+        for k in ABLATION_METRICS
+    )
+    return within_budget and gain.get("at_epoch", 0.0) >= -noise.get("at_epoch", 0.0)
+
+
 def render_ablation(done: dict[str, Any], budget_min: float, backbone: str) -> str:
-    """The ablation table: AUC per variant, its gain over its reference, the seeds' noise."""
-    noise = {}
-    if "base" in done and "seed1" in done:
-        noise = {
-            k: abs(done["base"][k] - done["seed1"][k]) for k in ("val_auc", "facecom_tune_auc")
-        }
+    """The ablation table: AUC per variant within the budget and at equal epochs, its gain
+    over its reference, whether the lever is kept (:func:`lever_kept`), the seeds' noise."""
+    noise, k = ablation_noise(done), common_epoch(done)
+    at = f"val AUC at epoch {k}" if k else None
+    head = ["variant", "epochs", "s per epoch", *([at] if at else []), "UTKFace val AUC"]
+    head += ["FACECOM tune AUC", "gain over", "val", "FACECOM", *(["at epoch"] if at else [])]
+    head.append("kept")
     lines = [
         f"{backbone}, {budget_min:g} min of training per variant:",
         "",
-        "| variant | epochs | UTKFace val AUC | FACECOM tune AUC | gain over | val | FACECOM |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| " + " | ".join(head) + " |",
+        "| --- | "
+        + " | ".join("---" if h in ("gain over", "kept") else "---:" for h in head[1:])
+        + " |",
     ]
     for key, row in done.items():
-        against = ABLATION_AGAINST.get(key)
-        gain = ["", "", ""]
-        if against in done:
-            ref = done[against]
-            gain = [
-                done[against]["label"],
-                f"{row['val_auc'] - ref['val_auc']:+.3f}",
-                f"{row['facecom_tune_auc'] - ref['facecom_tune_auc']:+.3f}",
-            ]
-        lines.append(
-            f"| {row['label']} | {row['epochs_run']} | {row['val_auc']:.3f} |"
-            f" {row['facecom_tune_auc']:.3f} | " + " | ".join(gain) + " |"
+        m = _metrics(done, key)
+        cells = [row["label"], str(row["epochs_run"])]
+        cells.append(
+            f"{row['train_seconds'] / row['epochs_run']:.0f}" if "train_seconds" in row else ""
         )
+        cells += [f"{m['at_epoch']:.3f}"] if at else []
+        cells += [f"{row['val_auc']:.3f}", f"{row['facecom_tune_auc']:.3f}"]
+        against = ABLATION_AGAINST.get(key)
+        n_gain = 3 + (1 if at else 0)
+        if against in done:
+            ref = _metrics(done, against)
+            kept = lever_kept(done, key)
+            cells.append(done[against]["label"])
+            cells += [
+                f"{m[x] - ref[x]:+.3f}" for x in (*ABLATION_METRICS, *(["at_epoch"] if at else []))
+            ]
+            cells.append("" if kept is None else ("yes" if kept else "no"))
+        else:
+            cells += [""] * (n_gain + 1)
+        lines.append("| " + " | ".join(cells) + " |")
     if noise:
         lines += [
             "",
             f"Noise between two seeds of the base: {noise['val_auc']:.3f} (UTKFace val AUC),"
-            f" {noise['facecom_tune_auc']:.3f} (FACECOM tune AUC).",
+            f" {noise['facecom_tune_auc']:.3f} (FACECOM tune AUC)"
+            + (f", {noise['at_epoch']:.3f} (val AUC at epoch {k})" if at else "")
+            + ". A lever is kept when, within the budget, it gains more than the noise on one"
+            " AUC and loses no more than the noise on the other"
+            + (", and at equal epochs loses no more than the noise." if at else "."),
         ]
     return "\n".join([*lines, ""])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,7 +134,9 @@ class FaceDetector:
 
     def _session(self, side: int) -> Any:
         if side not in self.sessions_:
-            data = resources.files("models").joinpath("facedata", _MODELS[side]).read_bytes()
+            # Beside this file, not resources.files("models"): onnxruntime.quantization puts
+            # its own top-level `models` on sys.path, which that name can resolve to.
+            data = (Path(__file__).with_name("facedata") / _MODELS[side]).read_bytes()
             self.sessions_[side] = make_session(data, threads=1)
         return self.sessions_[side]
 

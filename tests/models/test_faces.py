@@ -394,3 +394,25 @@ def test_decode_candidates_drops_low_scores_and_adds_anchor_centres():
     # anchor 0: the first cell of the 16x16 grid, centre (1/32, 1/32)
     np.testing.assert_allclose(geo[0, :4], [1 / 32 + 0.1, 1 / 32, 0.2, 0.2])
     np.testing.assert_allclose(geo[0, 4:6], [1 / 32, 1 / 32])
+
+
+def test_detector_loads_its_weights_when_onnxruntime_quantization_came_first(tmp_path):
+    """onnxruntime.quantization puts onnxruntime/transformers on sys.path, whose `models`
+    folder then answers to the name `models`: the detector must still find its weights."""
+    import subprocess
+    import sys
+
+    script = (
+        "import onnxruntime.quantization.shape_inference\n"
+        "import numpy as np\n"
+        "from PIL import Image\n"
+        "from skimage import data\n"
+        "from models.faces import FaceDetector\n"
+        "faces = FaceDetector().detect(Image.fromarray(data.astronaut()))\n"
+        "print(len(faces))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) >= 1

@@ -24,13 +24,14 @@ several times, rows are distinct by row. Printed, per precision:
   decode, ONNX Runtime actors, Parquet, Ray stop, commit), default settings, once per
   ``--layouts`` entry (``WxT``: W actors x T ORT threads), and with ``--faces off align``
   once more on the first layout with every model's input the aligned face (detection and
-  alignment in the decode tasks; its ratio to the ``off`` run is the cost of face framing).
+  alignment in the scorer actors; its ratio to the ``off`` run is the cost of face framing).
   For each: img/s; Ray start (``ray.init`` until Ray is up; Ray's import, paid once per
   process, apart) and Ray stop (``ray.shutdown``), timed by wrapping ``scoring.run``'s
   ``ray_session`` here; the time to the first scored batch (from the call until a scorer
   actor's tally file counts rows, polled); img/s without Ray start and stop; the pipeline's
   own img/s (the summary's ``pipeline_time_s``); CPU seconds by kind of process (scorer
-  actors, read/decode/write task workers, other Ray actors, Ray's system processes, the
+  actors, which read, decode and score; read/repartition/write task workers; other Ray
+  actors; Ray's system processes; the
   driver; sampled with psutil);
 - at the smallest count only: the plain loop (b), one process, read + decode + three sessions
   + Parquet, no Ray; and the Keras baseline (c), the seed's way (fp32 Keras, whatever the
@@ -759,7 +760,7 @@ def _largest_first(seconds: dict[str, float]) -> dict[str, float]:
 
 def _group(kind: str) -> str:
     """The kind of process a :func:`_kind` name is: the scorer actors (Ray Data's only actor
-    pool here: ``MapWorker``), the workers of the read, decode and write tasks (idle ones
+    pool here: ``MapWorker``), the workers of the read, repartition and write tasks (idle ones
     too: a worker's name is its current task's), Ray's other actors (Ray Data's stats and
     autoscaling actors, its actor location tracker), the driver, and Ray's system processes
     (GCS, raylet, log monitor, its dashboard and runtime-env agents)."""
@@ -767,11 +768,11 @@ def _group(kind: str) -> str:
         return "driver"
     if kind.startswith("ray::MapWorker"):
         return "scorer actors"
-    task_words = ("Read", "MapBatches", "Write", "IDLE")
+    task_words = ("Read", "Repartition", "MapBatches", "Write", "IDLE")
     if kind == "default_worker.py" or (
         kind.startswith("ray::") and any(w in kind for w in task_words)
     ):
-        return "read/decode/write task workers"
+        return "read/write task workers"
     if kind.startswith("ray::") and not kind.endswith("Agent"):
         return "other Ray actors"
     return "Ray system processes"

@@ -121,7 +121,7 @@ def _iou(one: np.ndarray, many: np.ndarray) -> np.ndarray:
 
 
 class FaceDetector:
-    """BlazeFace on ONNX Runtime, one thread a session (decode tasks run side by side).
+    """BlazeFace on ONNX Runtime, one thread a session (the scorer actors run side by side, one per CPU).
 
     ``cascade``: the models to try, as (input side, minimum score, margin), in order; the
     next runs only when the previous found no face. The image's long side fills

@@ -179,7 +179,7 @@ def cli() -> None:
     type=int,
     default=DEFAULT_READ_CONCURRENCY,
     show_default=True,
-    help="Object-store images each decode task fetches at once.",
+    help="Object-store images each scorer actor fetches at once, per batch.",
 )
 @click.option(
     "--faces",

@@ -64,7 +64,7 @@ def unique_requests(requests: Sequence[tuple[Size, Framing]]) -> list[Request]:
 
 
 def normalise_root(root: str | os.PathLike[str] | None) -> str | None:
-    """``--root`` as the decode tasks compare against it: a real local path or a URI prefix."""
+    """``--root`` as the scorer actors compare against it: a real local path or a URI prefix."""
     if root is None:
         return None
     text = os.fspath(root)

@@ -1,5 +1,6 @@
 """ONNX Runtime scoring: sessions sized to the CPUs a worker holds, and the Ray actor that
-turns decoded images into ``p_<model>`` (and the ensemble's columns)."""
+turns manifest rows (read and decoded in the actor) or decoded images into ``p_<model>`` (and
+the ensemble's columns)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 
 from convert.metadata import INPUT_NAME, PROB_OUTPUT
 from models.onnx_session import make_session
-from scoring.decode import FACE_FIELDS, STATUS_OK, image_column
+from scoring.decode import FACE_FIELDS, STATUS_OK, decode_batch, image_column
 from scoring.modelset import ModelRef
 
 META_KEY = b"genderscore"
@@ -72,6 +73,9 @@ class OnnxScorer:
     ``models`` are ``(ModelRef, onnx bytes or an object ref to them)`` pairs: the driver ships
     the bytes it hashed, so every worker scores with exactly the files the run's metadata names
     and needs no access to them. ``ensemble`` is the content of ``ensemble.json`` (JSON data).
+    ``decode``: the keyword arguments of :func:`~scoring.decode.decode_batch` (``requests``,
+    ``root``, ``reads``) when batches arrive as manifest rows to read and decode here; None when
+    they arrive decoded.
     """
 
     def __init__(
@@ -80,10 +84,12 @@ class OnnxScorer:
         threads: int,
         schema: pa.Schema,
         ensemble: Mapping[str, Any] | None = None,
+        decode: Mapping[str, Any] | None = None,
     ):
         self.models_ = [ref for ref, _ in models]
         self.sessions_ = [make_session(_fetch(data), threads) for _, data in models]
         self.schema_ = schema.remove_metadata()
+        self.decode_ = dict(decode) if decode is not None else None
         self.ensemble_ = None
         if ensemble is not None:
             from scoring.ensemble_spec import EnsembleSpec
@@ -91,6 +97,8 @@ class OnnxScorer:
             self.ensemble_ = EnsembleSpec(ensemble)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.decode_ is not None:
+            batch = decode_batch(batch, **self.decode_)
         return score_table(batch, self.models_, self.sessions_, self.schema_, self.ensemble_)
 
 

@@ -52,7 +52,7 @@ class ScoringOptions:
     storage_options: Any = None
     #: Seconds one object-store image may take before its row is a ``timeout`` error.
     read_timeout: float = DEFAULT_READ_TIMEOUT
-    #: Object-store images a decode task fetches at once.
+    #: Object-store images a scorer actor fetches at once per batch.
     read_concurrency: int = DEFAULT_READ_CONCURRENCY
     #: Face framing for every model (off, align, require); default: each model's own.
     faces: str | None = None

@@ -172,7 +172,7 @@ _CACHE_LOCK = threading.Lock()
 
 def filesystem_for(location: str, storage: StorageOptions | None = None) -> tuple[Any, str]:
     """``(pyarrow file system, path inside it)`` for a location. File systems are built once
-    per process and store (building one reads credentials; a decode task asks per image)."""
+    per process and store (building one reads credentials; a scorer actor asks per image)."""
     from pyarrow import fs as pafs
 
     storage = storage or StorageOptions()
@@ -293,14 +293,14 @@ def _file_uri_to_path(uri: str) -> str:
     return unquote(urlparse(uri).path)
 
 
-#: Objects a decode task fetches at once, and the seconds one may take (``--read-timeout``).
+#: Objects a scorer actor fetches at once per batch, and the seconds one may take (``--read-timeout``).
 DEFAULT_READ_CONCURRENCY = 16
 DEFAULT_READ_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
 class RemoteReads:
-    """How a decode task reads object-store images: options, concurrency, deadline."""
+    """How a scorer actor reads object-store images: options, concurrency, deadline."""
 
     storage: StorageOptions = StorageOptions()
     concurrency: int = DEFAULT_READ_CONCURRENCY

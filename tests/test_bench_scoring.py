@@ -47,9 +47,13 @@ def test_images_below_the_minimum_are_refused() -> None:
     ("kind", "group"),
     [
         ("ray::MapWorker", "scorer actors"),
-        ("ray::ReadParquet->MapBatches", "read/decode/write task workers"),
-        ("ray::Write", "read/decode/write task workers"),
-        ("ray::IDLE", "read/decode/write task workers"),
+        ("ray::ReadParquet", "read/write task workers"),
+        (
+            "ray::StreamingRepartition[num_rows_per_block=16,strict=False]",
+            "read/write task workers",
+        ),
+        ("ray::Write", "read/write task workers"),
+        ("ray::IDLE", "read/write task workers"),
         ("ray::_StatsActor", "other Ray actors"),
         ("ray::ActorLocationTracker", "other Ray actors"),
         ("ray::DashboardAgent", "Ray system processes"),

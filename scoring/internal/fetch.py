@@ -1,6 +1,6 @@
 """Fetch many objects at once, at most ``concurrency`` at a time, none longer than ``timeout``.
 
-An object store answers one request in tens of milliseconds, so a decode task reading its
+An object store answers one request in tens of milliseconds, so a scorer actor reading its
 batch one object after another would wait on the network most of the time. A fetch that
 overruns its deadline is given up (its thread is left to finish or fail on its own, as a
 blocked socket read cannot be interrupted) and its slot goes to the next object, so one

@@ -100,28 +100,30 @@ def ray_workers() -> dict[int, str]:
 
 
 def busy_victims(layout: RunLayout, victims: dict[str, int], seen: set[str]) -> dict[str, int]:
-    """The processes to kill now: a scorer actor that has scored rows, known by the pid it
-    reports in the run's tally, and a worker running a decode task. Ray has no public way
-    (without its dashboard) to say which process runs a task, so the decode task is known by
-    the title Ray gives its worker process (``ray::decode_batch``)."""
+    """The processes to kill now: a scorer actor that has scored rows (it reads and decodes
+    its batches too), known by the pid it reports in the run's tally, and a worker running a
+    write task. Ray has no public way (without its dashboard) to say which process runs a
+    task, so the write task is known by the title Ray gives its worker process
+    (``ray::Write``)."""
     found = {}
     if "scorer" not in victims:
         scorers = [a["pid"] for a in scorer_actors(layout.tally) if a["rows"] > 0]
         if scorers:
             found["scorer"] = scorers[0]
-    if "decode" not in victims:
+    if "writer" not in victims:
         for pid, title in ray_workers().items():
             seen.add(title)
-            if "decode_batch" in title:
-                found["decode"] = pid
+            if title.startswith("ray::Write"):
+                found["writer"] = pid
                 break
     return found
 
 
 def test_worker_processes_killed_mid_run_lose_no_row(ray_local, onnx_models, tmp_path):
-    """SIGKILL the process of a decode task and of the scorer actor while each is busy: Ray
-    retries the task and restarts the actor; the run finishes with every row once."""
-    # 1200 px images: decoding a staged part of 16 takes long enough to be caught at it.
+    """SIGKILL the process of the scorer actor and of a write task while each is busy: Ray
+    restarts the actor and retries the task; the run finishes with every row once."""
+    # 1200 px images: the actor decoding its batch is caught at it; parts of 16 rows make
+    # several write tasks to catch one of.
     manifest, expected = write_rows(tmp_path / "in", 96, side=1200)
     model = onnx_models["mobilenetv2"]
     out = tmp_path / "out"
@@ -132,7 +134,7 @@ def test_worker_processes_killed_mid_run_lose_no_row(ray_local, onnx_models, tmp
         try:
             outcome["result"] = score_manifest(
                 manifest, models=[model], out=out, batch_size=2, rows_per_part=16,
-                num_workers=1, progress=False,
+                rows_per_file=16, num_workers=1, progress=False,
             )  # fmt: skip
         except BaseException as exc:  # reported below
             outcome["error"] = exc
@@ -149,7 +151,7 @@ def test_worker_processes_killed_mid_run_lose_no_row(ray_local, onnx_models, tmp
             victims[kind] = pid
         time.sleep(0.01)
     thread.join(timeout=900)
-    assert sorted(victims) == ["decode", "scorer"], f"workers seen: {sorted(seen)}"
+    assert sorted(victims) == ["scorer", "writer"], f"workers seen: {sorted(seen)}"
     assert "error" not in outcome, outcome.get("error")
     assert outcome["result"].summary["rows"] == len(expected)
     assert not set(victims.values()) & set(ray_workers())

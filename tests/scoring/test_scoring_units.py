@@ -14,7 +14,14 @@ import pytest
 from models.errors import DataError, GenderscoreError, UsageError
 from models.framing import Framing
 from models.imageio import load_image
-from scoring.decode import decode_batch, decode_paths, image_column, normalise_root, within_root
+from scoring.decode import (
+    decode_batch,
+    decode_paths,
+    image_column,
+    normalise_root,
+    unique_requests,
+    within_root,
+)
 from scoring.internal.cluster import plan_workers
 from scoring.layout import SUCCESS, RunLayout, verify_parts
 from scoring.modelset import load_models
@@ -189,3 +196,30 @@ def test_models_are_checked_on_the_driver(onnx_models, tmp_path):
     onnx.save(proto, swapped)
     with pytest.raises(DataError, match="first output must be 'prob'"):
         load_models([swapped])
+
+
+def test_the_scorer_reads_and_decodes_rows_of_paths_itself(corpus, onnx_models):
+    """A scorer given ``decode`` turns rows of paths into the scores it gives the same rows
+    decoded beforehand, error rows included."""
+    from scoring.modelset import read_model_bytes
+    from scoring.onnx_scorer import OnnxScorer, output_schema
+
+    refs = load_models([onnx_models["mobilenetv2"]])
+    good = corpus.good_paths
+    batch = pa.table(
+        {
+            "row": pa.array([0, 1, 2], pa.int64()),
+            "id": pa.array([None, None, None], pa.string()),
+            "path": [good[0], str(corpus.folder / "missing.jpg"), good[1]],
+        }
+    )
+    schema = output_schema(batch.schema, refs, ensemble=False)
+    requests = unique_requests([(r.input_size, r.framing) for r in refs])
+    models = [(r, read_model_bytes(r)) for r in refs]
+    fused = OnnxScorer(models, 1, schema, decode={"requests": requests})(batch)
+    decoded_first = OnnxScorer(models, 1, schema)(decode_batch(batch, requests))
+    assert fused.equals(decoded_first)
+    assert fused["status"].to_pylist() == ["ok", "error", "ok"]
+    assert fused["error_code"].to_pylist() == [None, "not_found", None]
+    p = fused[refs[0].column].to_pylist()
+    assert p[1] is None and 0.0 <= p[0] <= 1.0 and 0.0 <= p[2] <= 1.0

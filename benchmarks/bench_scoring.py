@@ -30,9 +30,8 @@ several times, rows are distinct by row. Printed, per precision:
   ``ray_session`` here; the time to the first scored batch (from the call until a scorer
   actor's tally file counts rows, polled); img/s without Ray start and stop; the pipeline's
   own img/s (the summary's ``pipeline_time_s``); CPU seconds by kind of process (scorer
-  actors, which read, decode and score; read/repartition/write task workers; other Ray
-  actors; Ray's system processes; the
-  driver; sampled with psutil);
+  actors, which read, decode and score; read/write task workers; other Ray actors; Ray's
+  system processes; the driver; sampled with psutil);
 - at the smallest count only: the plain loop (b), one process, read + decode + three sessions
   + Parquet, no Ray; and the Keras baseline (c), the seed's way (fp32 Keras, whatever the
   precision): images loaded, then ``model.predict`` per Keras model.
@@ -760,7 +759,7 @@ def _largest_first(seconds: dict[str, float]) -> dict[str, float]:
 
 def _group(kind: str) -> str:
     """The kind of process a :func:`_kind` name is: the scorer actors (Ray Data's only actor
-    pool here: ``MapWorker``), the workers of the read, repartition and write tasks (idle ones
+    pool here: ``MapWorker``), the workers of the read and write tasks (idle ones
     too: a worker's name is its current task's), Ray's other actors (Ray Data's stats and
     autoscaling actors, its actor location tracker), the driver, and Ray's system processes
     (GCS, raylet, log monitor, its dashboard and runtime-env agents)."""
@@ -768,7 +767,7 @@ def _group(kind: str) -> str:
         return "driver"
     if kind.startswith("ray::MapWorker"):
         return "scorer actors"
-    task_words = ("Read", "Repartition", "MapBatches", "Write", "IDLE")
+    task_words = ("Read", "MapBatches", "Write", "IDLE")
     if kind == "default_worker.py" or (
         kind.startswith("ray::") and any(w in kind for w in task_words)
     ):

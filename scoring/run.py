@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import os
 import re
 import shutil
@@ -74,7 +75,8 @@ from scoring.storage import check_stores
 from scoring.summary import collect_stats
 
 log = logging.getLogger("scoring")
-BATCHES_PER_BLOCK = 1
+#: Batches in a block of staged rows: each block is one task of a scorer actor.
+BATCHES_PER_BLOCK = 4
 
 
 @dataclass(frozen=True)
@@ -456,7 +458,7 @@ def _run_pipeline(job: _Pipeline, plan: WorkerPlan) -> None:
     watchdog = StallWatchdog(
         lambda: _progress(job.layout), opts.stall_timeout, what="rows scored + files written"
     )
-    with _data_context(opts):
+    with _data_context(opts, _staged_row_bytes(job.layout.todo_files())):
         try:
             with watchdog:
                 _write_scores(job, plan, requests)
@@ -500,10 +502,8 @@ def _write_scores(job: _Pipeline, plan: WorkerPlan, requests: Any) -> None:
     ds = ray.data.read_parquet(todo, filesystem=todo_fs, num_cpus=TASK_CPUS)
     # A row crosses Ray as a path and comes back as scores: the actors read and decode their
     # own batches, where decode tasks handed them 150 KB of pixels per row through the object
-    # store (measured on 2 cores: 10-15% more img/s, the tasks' CPU down by two thirds).
-    # Blocks of one batch keep the actors evenly fed to the end; a staged part of thousands
-    # of paths as one block would be one actor's tail.
-    ds = ds.repartition(target_num_rows_per_block=BATCHES_PER_BLOCK * opts.batch_size)
+    # store (measured on 2 cores: 10-15% more img/s, the tasks' CPU down by two thirds). The
+    # read cuts the todo into blocks of about one batch (see _data_context).
     if layout.filesystem is None:
         layout.tally.mkdir(parents=True, exist_ok=True)
     ds = ds.map_batches(
@@ -552,6 +552,7 @@ _CONTEXT_KEYS = (
     "enable_progress_bars",
     "print_on_execution_start",
     "issue_detectors_config",
+    "target_max_block_size",
     "use_datasource_v2",
     "execution_no_progress_timeout_s",
     "retried_io_errors",
@@ -559,9 +560,19 @@ _CONTEXT_KEYS = (
 )
 
 
+def _staged_row_bytes(files: list[Path]) -> int:
+    """Arrow bytes of one staged row (its number, id and path), from the todo's first rows."""
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+            if batch.num_rows:
+                return max(1, math.ceil(batch.nbytes / batch.num_rows))
+    return 256
+
+
 @contextmanager
-def _data_context(opts: ScoringOptions) -> Iterator[None]:
-    """Ray Data's settings for a scoring run, restored afterwards."""
+def _data_context(opts: ScoringOptions, row_bytes: int) -> Iterator[None]:
+    """Ray Data's settings for a scoring run (``row_bytes``: the size of a staged row),
+    restored afterwards."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
@@ -595,6 +606,14 @@ def _data_context(opts: ScoringOptions) -> Iterator[None]:
     # under a third of 1,200 rows in the 2-node cluster test).
     ctx.execution_options = copy.copy(ctx.execution_options)  # the saved one stays as it was
     ctx.execution_options.actor_locality_enabled = False
+    # Blocks of a few batches of paths. Ray's default (128 MiB) would make a staged part of
+    # thousands of paths one block, one actor's long tail. A block per batch is too few rows:
+    # a read task hands Ray Data 2 blocks at a time, so blocks of one batch arrived slower than
+    # one actor scored them on a loaded machine and the other actors idled. The read cuts them
+    # by bytes; `repartition(target_num_rows_per_block=)` would cut by rows but runs as tasks
+    # of 1 logical CPU (it takes no num_cpus), which wait for the one CPU the actors leave
+    # free and hold back the write tasks.
+    ctx.target_max_block_size = BATCHES_PER_BLOCK * opts.batch_size * row_bytes
     try:
         yield
     finally:

@@ -48,10 +48,6 @@ def test_images_below_the_minimum_are_refused() -> None:
     [
         ("ray::MapWorker", "scorer actors"),
         ("ray::ReadParquet", "read/write task workers"),
-        (
-            "ray::StreamingRepartition[num_rows_per_block=16,strict=False]",
-            "read/write task workers",
-        ),
         ("ray::Write", "read/write task workers"),
         ("ray::IDLE", "read/write task workers"),
         ("ray::_StatsActor", "other Ray actors"),

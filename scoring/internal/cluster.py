@@ -18,9 +18,9 @@ from scoring.internal import logs, signals
 
 log = logging.getLogger("scoring")
 
-#: Logical CPUs each read, repartition and write task asks for.
+#: Logical CPUs each read and write task asks for.
 TASK_CPUS = 0.25
-#: Logical CPUs the actors leave to Ray Data's read, repartition and write tasks, so that those
+#: Logical CPUs the actors leave to Ray Data's read and write tasks, so that those
 #: can always be scheduled beside them (four at a time). Logical only: the actors' threads
 #: still use every core.
 FREE_CPUS = 1.0

@@ -48,6 +48,11 @@ from scoring.internal.tally import scorer_actors
 RAY = str(Path(sys.executable).with_name("ray"))
 ROWS = 800
 DATE = "2026-11-27"
+#: Side of the test's face JPEGs: decoding one in a scorer actor takes ~17 ms on a quiet core,
+#: so the actors are the pipeline's bottleneck, as in a real run, and Ray Data hands each of
+#: them batches while the others are busy. With tiny images the actors idle between batches
+#: and the first one free takes nearly every batch: a node's share would be left to chance.
+FACE_SIDE = 1600
 
 
 def _node_ports(first_worker_port: int) -> list[str]:
@@ -126,7 +131,7 @@ def test_work_spreads_over_two_nodes_and_killing_one_nodes_scorer_actor_loses_no
     cluster, model_paths, tmp_path
 ):
     address, worker, env = cluster
-    faces = write_faces(tmp_path / "faces", 8)
+    faces = write_faces(tmp_path / "faces", 8, size=FACE_SIDE)
     write_manifest(tmp_path / "m.csv", id_rows(range(ROWS), faces))
     out = tmp_path / "scores"
     staging = out / f".run_date={DATE}.staging"
@@ -168,17 +173,19 @@ def test_work_spreads_over_two_nodes_and_killing_one_nodes_scorer_actor_loses_no
     assert all(r["run_id"] == s["run_id"] for r in records)
 
 
-def start_driver(tmp_path: Path, model: str, address: str, env: dict, rows: int, *extra: str):
-    """``scoring run`` of ``rows`` ids against the cluster: ``(process, output root, staging,
-    log)``."""
-    faces = write_faces(tmp_path / "faces", 8)
+def start_driver(
+    tmp_path: Path, model: str, address: str, env: dict, rows: int, *extra: str, workers: int = 2
+):
+    """``scoring run`` of ``rows`` ids against the cluster with ``workers`` scorer actors:
+    ``(process, output root, staging, log)``."""
+    faces = write_faces(tmp_path / "faces", 8, size=FACE_SIDE)
     write_manifest(tmp_path / "m.csv", id_rows(range(rows), faces))
     out = tmp_path / "scores"
     log = tmp_path / "driver.log"
     command = [
         sys.executable, "-m", "scoring", "run", "--manifest", str(tmp_path / "m.csv"),
         "--models", model, "--out", str(out), "--run-date", DATE, "--id-column", "image_id",
-        "--ray-address", address, "--num-workers", "2", "--batch-size", "8",
+        "--ray-address", address, "--num-workers", str(workers), "--batch-size", "8",
         "--rows-per-file", "20", "--log-format", "json", *extra,
     ]  # fmt: skip
     return spawn(command, log, env), command, out / f".run_date={DATE}.staging", log
@@ -260,15 +267,22 @@ STRANDED_ROWS = 400
 
 @pytest.mark.slow
 def test_a_lost_node_whose_actors_cannot_move_fails_within_the_stall_timeout(model_paths, tmp_path):
-    """A head of 1 CPU beside a worker of 2: the largest node is all but the free CPU, so no
-    room can be left for its actors elsewhere. Losing it stops every task (the head is full
-    with its actor): the run fails with the stall message within --stall-timeout, the lock is
-    released, and the rerun of the same command finishes on the head alone."""
+    """A head of 1 CPU beside a worker of 2, and one scorer actor of 2 threads: it asks for the
+    worker's 2 CPUs (all the cluster has but the free CPU), so no room can be left for it
+    elsewhere. Losing the worker leaves an actor no node can take and batches it held: the run
+    fails with the stall message within --stall-timeout, the lock is released, and the rerun
+    of the same command finishes on the head alone.
+
+    (With an actor on each node instead, Ray Data releases the head's actor once every row has
+    been read and it has scored its share, and the lost actor restarts in its place: the run
+    then finishes on its own, as a lost node's run does. Only a run lost before all its rows
+    were read stalls that way, and how far the reads got is timing.)"""
     stall = 60
     with ray_cluster(head_cpus=1, worker_cpus=2) as (address, worker, env):
         driver, command, staging, log = start_driver(
-            tmp_path, model_paths[0], address, env, STRANDED_ROWS, "--stall-timeout", str(stall)
-        )
+            tmp_path, model_paths[0], address, env, STRANDED_ROWS, "--stall-timeout", str(stall),
+            "--worker-threads", "2", workers=1,
+        )  # fmt: skip
         try:
             wait_for(lambda: len(finished_parts(staging / "parts")) >= 2, 900,
                      "two finished parts", driver, log)  # fmt: skip

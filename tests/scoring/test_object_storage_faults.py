@@ -78,7 +78,7 @@ def test_the_endpoint_going_away_mid_run_fails_the_run_and_the_rerun_resumes(
     err = log1.read_text(errors="replace")
     errors = [line for line in err.splitlines() if ": error: scoring failed: " in line]
     assert code == 1 and len(errors) == 1, err[-3000:]  # one message (above: the run's log)
-    # the decode task's read of an image or a writer's upload of a part meets it first
+    # a scorer actor's read of an image or a writer's upload of a part meets it first
     assert "StorageUnreachable: cannot read s3://outage/faces/" in errors[0] or (
         "in bucket 'outage'" in errors[0] and "NETWORK_CONNECTION" in errors[0]
     )

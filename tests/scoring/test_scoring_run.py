@@ -245,3 +245,28 @@ def test_an_unwritable_output_place_is_a_clear_failure(corpus, model_paths, tmp_
     blocker.write_text("a file where a folder should be")
     with pytest.raises(GenderscoreError, match="writing .* failed.*nothing was committed"):
         score_manifest(corpus.manifest, models=model_paths, out=blocker / "out", progress=False)
+
+
+def test_the_staged_rows_are_read_in_blocks_of_a_few_batches(ray_local, tmp_path):
+    """Each block of the todo is one task of a scorer actor: a few batches, not the staged
+    part whole (one actor's long tail) nor a row at a time."""
+    from scoring.options import ScoringOptions
+    from scoring.run import BATCHES_PER_BLOCK, _data_context, _staged_row_bytes
+
+    rows = 2000
+    todo = tmp_path / "todo"
+    todo.mkdir()
+    part = todo / "part-0.parquet"
+    paths = [f"/images/{'d' * (i % 40)}/img{i}.jpg" for i in range(rows)]  # lengths vary
+    pq.write_table(pa.table({"row": range(rows), "id": [None] * rows, "path": paths}), part)
+    opts = ScoringOptions(batch_size=16)
+    with _data_context(opts, _staged_row_bytes([part])):
+        ds = ray_local.data.read_parquet(str(todo))
+        sizes = ds.map_batches(
+            lambda t: pa.table({"n": [t.num_rows]}), batch_size=None, batch_format="pyarrow"
+        )
+        blocks = sizes.take_all()
+    n = [b["n"] for b in blocks]
+    assert sum(n) == rows
+    target = BATCHES_PER_BLOCK * opts.batch_size
+    assert max(n) <= 1.5 * target and len(n) >= rows // (1.5 * target), n

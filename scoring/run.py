@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -605,7 +606,11 @@ def _data_context(opts: ScoringOptions, row_bytes: int) -> Iterator[None]:
     # and preferring it sent most batches to the head node's actor (a worker node's scored
     # under a third of 1,200 rows in the 2-node cluster test).
     ctx.execution_options = copy.copy(ctx.execution_options)  # the saved one stays as it was
-    ctx.execution_options.actor_locality_enabled = False
+    with warnings.catch_warnings():
+        # Deprecated in Ray 2.60 ("Ray Data manages actor locality internally"), yet it still
+        # decides; the warning would reach the user on every run.
+        warnings.filterwarnings("ignore", ".*actor_locality_enabled", DeprecationWarning)
+        ctx.execution_options.actor_locality_enabled = False
     # Blocks of a few batches of paths. Ray's default (128 MiB) would make a staged part of
     # thousands of paths one block, one actor's long tail. A block per batch is too few rows:
     # a read task hands Ray Data 2 blocks at a time, so blocks of one batch arrived slower than

@@ -223,3 +223,26 @@ def test_the_scorer_reads_and_decodes_rows_of_paths_itself(corpus, onnx_models):
     assert fused["error_code"].to_pylist() == [None, "not_found", None]
     p = fused[refs[0].column].to_pylist()
     assert p[1] is None and 0.0 <= p[0] <= 1.0 and 0.0 <= p[2] <= 1.0
+
+
+def test_a_run_sets_ray_datas_context_quietly_and_puts_it_back():
+    """Small blocks of paths, no actor locality, none of the deprecation warnings Ray shows
+    users on every run; the caller's settings come back afterwards."""
+    import warnings
+
+    from ray.data import DataContext
+    from ray.util.annotations import RayDeprecationWarning
+
+    from scoring.run import BATCHES_PER_BLOCK, _data_context
+
+    ctx = DataContext.get_current()
+    before = (ctx.target_max_block_size, ctx.execution_options.actor_locality_enabled)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with _data_context(ScoringOptions(batch_size=16), row_bytes=100):
+            ctx = DataContext.get_current()
+            assert ctx.target_max_block_size == BATCHES_PER_BLOCK * 16 * 100
+            assert ctx.execution_options.actor_locality_enabled is False
+    assert not [w for w in seen if issubclass(w.category, RayDeprecationWarning)]
+    ctx = DataContext.get_current()
+    assert (ctx.target_max_block_size, ctx.execution_options.actor_locality_enabled) == before

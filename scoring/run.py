@@ -504,7 +504,7 @@ def _write_scores(job: _Pipeline, plan: WorkerPlan, requests: Any) -> None:
     # A row crosses Ray as a path and comes back as scores: the actors read and decode their
     # own batches, where decode tasks handed them 150 KB of pixels per row through the object
     # store (measured on 2 cores: 10-15% more img/s, the tasks' CPU down by two thirds). The
-    # read cuts the todo into blocks of about one batch (see _data_context).
+    # read cuts the todo into blocks of a few batches (see _data_context).
     if layout.filesystem is None:
         layout.tally.mkdir(parents=True, exist_ok=True)
     ds = ds.map_batches(
@@ -613,8 +613,8 @@ def _data_context(opts: ScoringOptions, row_bytes: int) -> Iterator[None]:
         ctx.execution_options.actor_locality_enabled = False
     # Blocks of a few batches of paths. Ray's default (128 MiB) would make a staged part of
     # thousands of paths one block, one actor's long tail. A block per batch is too few rows:
-    # a read task hands Ray Data 2 blocks at a time, so blocks of one batch arrived slower than
-    # one actor scored them on a loaded machine and the other actors idled. The read cuts them
+    # a read task hands Ray Data 2 blocks at a time, and on a loaded machine the batches then
+    # went unevenly (one node's actor scored a quarter of them). The read cuts them
     # by bytes; `repartition(target_num_rows_per_block=)` would cut by rows but runs as tasks
     # of 1 logical CPU (it takes no num_cpus), which wait for the one CPU the actors leave
     # free and hold back the write tasks.

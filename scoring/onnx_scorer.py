@@ -1,6 +1,6 @@
 """ONNX Runtime scoring: sessions sized to the CPUs a worker holds, and the Ray actor that
-turns manifest rows (read and decoded in the actor) or decoded images into ``p_<model>`` (and
-the ensemble's columns)."""
+reads and decodes manifest rows and turns them into ``p_<model>`` (and the ensemble's
+columns)."""
 
 from __future__ import annotations
 
@@ -74,8 +74,7 @@ class OnnxScorer:
     the bytes it hashed, so every worker scores with exactly the files the run's metadata names
     and needs no access to them. ``ensemble`` is the content of ``ensemble.json`` (JSON data).
     ``decode``: the keyword arguments of :func:`~scoring.decode.decode_batch` (``requests``,
-    ``root``, ``reads``) when batches arrive as manifest rows to read and decode here; None when
-    they arrive decoded.
+    ``root``, ``reads``) with which each batch of manifest rows is read and decoded here.
     """
 
     def __init__(
@@ -83,13 +82,13 @@ class OnnxScorer:
         models: Sequence[tuple[ModelRef, Any]],
         threads: int,
         schema: pa.Schema,
+        decode: Mapping[str, Any],
         ensemble: Mapping[str, Any] | None = None,
-        decode: Mapping[str, Any] | None = None,
     ):
         self.models_ = [ref for ref, _ in models]
         self.sessions_ = [make_session(_fetch(data), threads) for _, data in models]
         self.schema_ = schema.remove_metadata()
-        self.decode_ = dict(decode) if decode is not None else None
+        self.decode_ = dict(decode)
         self.ensemble_ = None
         if ensemble is not None:
             from scoring.ensemble_spec import EnsembleSpec
@@ -97,9 +96,8 @@ class OnnxScorer:
             self.ensemble_ = EnsembleSpec(ensemble)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.decode_ is not None:
-            batch = decode_batch(batch, **self.decode_)
-        return score_table(batch, self.models_, self.sessions_, self.schema_, self.ensemble_)
+        decoded = decode_batch(batch, **self.decode_)
+        return score_table(decoded, self.models_, self.sessions_, self.schema_, self.ensemble_)
 
 
 def _fetch(data: Any) -> bytes:

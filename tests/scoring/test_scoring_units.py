@@ -199,10 +199,10 @@ def test_models_are_checked_on_the_driver(onnx_models, tmp_path):
 
 
 def test_the_scorer_reads_and_decodes_rows_of_paths_itself(corpus, onnx_models):
-    """A scorer given ``decode`` turns rows of paths into the scores it gives the same rows
+    """The scorer actor turns rows of paths into the scores its sessions give the same rows
     decoded beforehand, error rows included."""
     from scoring.modelset import read_model_bytes
-    from scoring.onnx_scorer import OnnxScorer, output_schema
+    from scoring.onnx_scorer import OnnxScorer, output_schema, score_table
 
     refs = load_models([onnx_models["mobilenetv2"]])
     good = corpus.good_paths
@@ -216,8 +216,11 @@ def test_the_scorer_reads_and_decodes_rows_of_paths_itself(corpus, onnx_models):
     schema = output_schema(batch.schema, refs, ensemble=False)
     requests = unique_requests([(r.input_size, r.framing) for r in refs])
     models = [(r, read_model_bytes(r)) for r in refs]
-    fused = OnnxScorer(models, 1, schema, decode={"requests": requests})(batch)
-    decoded_first = OnnxScorer(models, 1, schema)(decode_batch(batch, requests))
+    scorer = OnnxScorer(models, 1, schema, decode={"requests": requests})
+    fused = scorer(batch)
+    decoded_first = score_table(
+        decode_batch(batch, requests), refs, scorer.sessions_, scorer.schema_
+    )
     assert fused.equals(decoded_first)
     assert fused["status"].to_pylist() == ["ok", "error", "ok"]
     assert fused["error_code"].to_pylist() == [None, "not_found", None]

@@ -767,7 +767,7 @@ def _group(kind: str) -> str:
         return "driver"
     if kind.startswith("ray::MapWorker"):
         return "scorer actors"
-    task_words = ("Read", "MapBatches", "Write", "IDLE")
+    task_words = ("Read", "Write", "IDLE")
     if kind == "default_worker.py" or (
         kind.startswith("ray::") and any(w in kind for w in task_words)
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -93,7 +94,7 @@ def ray_session(address: str | None) -> Iterator[str]:
     try:
         yield address or "local"
     finally:
-        ray.shutdown()
+        _shutdown(ray)
         signals.reinstall()  # ray.shutdown reset SIGTERM to the default (death)
 
 
@@ -115,7 +116,7 @@ def _init(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
         raise GenderscoreError(f"cannot start or join {where}: {exc}") from None
     except BaseException as exc:
         # A stop while Ray starts: what it started so far goes too.
-        ray.shutdown()
+        _shutdown(ray)
         signals.reinstall()
         if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM and signals.active():
             # ray.init's own SIGTERM handler (sys.exit(15)) was in place until ours is back
@@ -124,6 +125,30 @@ def _init(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
     finally:
         if mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _shutdown(ray: Any) -> None:
+    """``ray.shutdown()``, ending the processes of a local Ray started here at once.
+
+    They have SIGTERM blocked (see ``_block_sigterm``), so Ray's graceful stop (SIGTERM, 1 s
+    wait, then SIGKILL, one process after the other) only ever ended them by SIGKILL, after
+    waiting a second for each of its five: 5.3 s of every run's stop. Ray's non-graceful
+    stop (``ray stop --force``, its test clusters) sends the SIGKILL without the wait; by
+    then the driver has disconnected and the run's output is written. A joined cluster is
+    left running either way (this process started none of its processes)."""
+    node = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)
+    kill_all = getattr(node, "kill_all_processes", None)
+    if kill_all is not None:
+        # ray.shutdown asks for the graceful stop; the instance's attribute overrides it.
+        node.kill_all_processes = functools.partial(_kill_at_once, kill_all)
+    ray.shutdown()
+
+
+def _kill_at_once(
+    kill_all: Any, check_alive: bool = True, allow_graceful: bool = False, wait: bool = False
+) -> None:
+    kill_all(check_alive=check_alive, allow_graceful=False, wait=wait)
 
 
 def _block_sigterm() -> set[signal.Signals] | None:
@@ -135,8 +160,8 @@ def _block_sigterm() -> set[signal.Signals] | None:
     every process of a systemd unit (its default ``KillMode``) reaches them too. Gone before
     this process has shut Ray down, they leave it waiting 60 s for the GCS and exiting 1
     (seen once in four stops). A blocked signal stays blocked across ``exec`` (Ray blocks
-    SIGINT for them the same way), and the run's own shutdown ends them: ``ray.shutdown``
-    gives each 1 s for SIGTERM, then sends SIGKILL."""
+    SIGINT for them the same way), and the run's own shutdown ends them (``_shutdown``:
+    SIGKILL)."""
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})

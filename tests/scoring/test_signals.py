@@ -215,3 +215,46 @@ def test_a_second_signal_during_the_shutdown_ends_the_process_at_once(tmp_path):
     text = log.read_text()
     assert "second SIGTERM during the shutdown: stopping at once" in text, text
     assert "SIGTERM received" not in text  # Ray's C++ handler is not in the way
+
+
+#: A local Ray started by the scoring code, with an actor and a task worker running, then
+#: the session's end; the process lives on (as a scheduler's wrapper would) to be looked at.
+SESSION_END = textwrap.dedent(
+    """
+    import time
+    import ray
+    from scoring.internal.cluster import ray_session
+
+    @ray.remote
+    class Echo:
+        def ping(self):
+            return "pong"
+
+    with ray_session(None):
+        actor = Echo.remote()
+        assert ray.get(actor.ping.remote()) == "pong"
+        assert ray.get(ray.remote(lambda: 1).remote()) == 1
+        print("ray up", flush=True)
+    print("session ended", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.slow
+def test_the_end_of_a_local_session_leaves_no_ray_process_behind(tmp_path):
+    # Its processes have SIGTERM blocked, so the session ends them by SIGKILL, raylet first:
+    # its workers (the actor's too) must not outlive it.
+    script = tmp_path / "session.py"
+    script.write_text(SESSION_END)
+    log = tmp_path / "session.log"
+    proc = spawn([sys.executable, str(script)], log, {"PYTHONPATH": str(REPO)})
+    try:
+        wait_for(lambda: "ray up" in log.read_text(), 300, "Ray to start", proc, log)
+        assert len(session_pids(proc.pid)) > 4  # GCS, raylet, agents, the workers
+        wait_for(lambda: "session ended" in log.read_text(), 120, "the session's end", proc, log)
+        wait_for(lambda: session_pids(proc.pid) == [proc.pid], 30, "Ray's processes to end")
+        assert proc.poll() is None  # the driver itself lives on
+    finally:
+        end_session(proc)
+    assert "Traceback" not in log.read_text()

@@ -264,7 +264,8 @@ def _decode_rgb(
             if draft is not None and img.format == "JPEG" and min(width, height) > 2 * draft:
                 img.draft("RGB", (draft, draft))
             img.load()  # first frame only for animations
-            img = ImageOps.exif_transpose(img) or img
+            # In place: without it Pillow copies every image that needs no turn.
+            ImageOps.exif_transpose(img, in_place=True)
             full_size = _upright_size(img, width, height)
             return _to_rgb(img), full_size
         except Image.DecompressionBombError as exc:

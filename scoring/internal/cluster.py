@@ -136,8 +136,8 @@ def _shutdown(ray: Any) -> None:
     stop (``ray stop --force``, its test clusters) sends the SIGKILL without the wait; by
     then the driver has disconnected and the run's output is written. A joined cluster is
     left running either way (this process started none of its processes)."""
-    node = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(node, "_global_node", None)
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(worker, "_global_node", None)  # private: absent, Ray's own stop is used
     kill_all = getattr(node, "kill_all_processes", None)
     if kill_all is not None:
         # ray.shutdown asks for the graceful stop; the instance's attribute overrides it.

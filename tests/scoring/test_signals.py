@@ -1,7 +1,8 @@
 """SIGTERM and SIGINT, sent to a real `genderscore scoring run` as schedulers and terminals do
 (to its whole process group), stop it cleanly: one line, Ray shut down, the lock released,
 exit 143 or 130; the rerun of the same command resumes and the date holds every row once.
-A second signal during the shutdown ends the process at once, Ray's processes with it. Also
+A second signal during the shutdown ends the process at once, Ray's processes with it; a
+session's normal end leaves none of them behind either. Also
 the stop handling on its own, with real signals sent to this process."""
 
 from __future__ import annotations

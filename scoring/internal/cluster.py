@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -134,15 +135,48 @@ def _shutdown(ray: Any) -> None:
     wait, then SIGKILL, one process after the other) only ever ended them by SIGKILL, after
     waiting a second for each of its five: 5.3 s of every run's stop. Ray's non-graceful
     stop (``ray stop --force``, its test clusters) sends the SIGKILL without the wait; by
-    then the driver has disconnected and the run's output is written. A joined cluster is
-    left running either way (this process started none of its processes)."""
+    then the driver has disconnected and the run's output is written. The raylet's children
+    go the same way. A joined cluster is left running either way (this process started
+    none of its processes)."""
     worker = getattr(getattr(ray, "_private", None), "worker", None)
     node = getattr(worker, "_global_node", None)  # private: absent, Ray's own stop is used
     kill_all = getattr(node, "kill_all_processes", None)
+    orphans: list[tuple[int, str]] = []
     if kill_all is not None:
         # ray.shutdown asks for the graceful stop; the instance's attribute overrides it.
         node.kill_all_processes = functools.partial(_kill_at_once, kill_all)
+        raylets = getattr(node, "all_processes", {}).get("raylet", [])
+        orphans = [c for info in raylets for c in _children(info.process.pid)]
     ray.shutdown()
+    # The raylet's own children (its dashboard and runtime-env agents, workers) notice its
+    # end by polling; under load that took 60 s (they have SIGTERM blocked too).
+    for pid, started in orphans:
+        if _start_time(pid) == started:  # still that process, not a reused pid
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of the live children of ``pid``, from /proc (none elsewhere)."""
+    out = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit() and _stat(int(entry))[:1] == [str(pid)]:
+            out.append((int(entry), _start_time(int(entry))))
+    return out
+
+
+def _start_time(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[18] if len(fields) > 18 else ""
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (ppid first), [] if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[1:]
+    except (OSError, IndexError):
+        return []
 
 
 def _kill_at_once(

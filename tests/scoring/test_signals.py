@@ -258,7 +258,8 @@ def test_the_end_of_a_local_session_leaves_no_ray_process_behind(tmp_path):
         wait_for(lambda: "ray up" in log.read_text(), 300, "Ray to start", proc, log)
         assert len(session_pids(proc.pid)) > 4  # GCS, raylet, agents, the workers
         wait_for(lambda: "session ended" in log.read_text(), 120, "the session's end", proc, log)
-        wait_for(lambda: session_pids(proc.pid) == [proc.pid], 30, "Ray's processes to end")
+        # killed, not left to notice the raylet's end: on a loaded machine its agents took 60 s
+        wait_for(lambda: session_pids(proc.pid) == [proc.pid], 10, "Ray's processes to end")
         assert proc.poll() is None  # the driver itself lives on
     finally:
         end_session(proc)

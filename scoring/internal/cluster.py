@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.errors import GenderscoreError, UsageError
-from scoring.internal import logs, signals
+from scoring.internal import logs, processes, signals
 
 log = logging.getLogger("scoring")
 
@@ -141,42 +140,16 @@ def _shutdown(ray: Any) -> None:
     worker = getattr(getattr(ray, "_private", None), "worker", None)
     node = getattr(worker, "_global_node", None)  # private: absent, Ray's own stop is used
     kill_all = getattr(node, "kill_all_processes", None)
-    orphans: list[tuple[int, str]] = []
+    orphans: list[processes.Found] = []
     if kill_all is not None:
         # ray.shutdown asks for the graceful stop; the instance's attribute overrides it.
         node.kill_all_processes = functools.partial(_kill_at_once, kill_all)
         raylets = getattr(node, "all_processes", {}).get("raylet", [])
-        orphans = [c for info in raylets for c in _children(info.process.pid)]
+        orphans = [p for info in raylets for p in processes.descendants(info.process.pid)]
     ray.shutdown()
     # The raylet's own children (its dashboard and runtime-env agents, workers) notice its
     # end by polling; under load that took 60 s (they have SIGTERM blocked too).
-    for pid, started in orphans:
-        if _start_time(pid) == started:  # still that process, not a reused pid
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _children(pid: int) -> list[tuple[int, str]]:
-    """(pid, start time) of the live children of ``pid``, from /proc (none elsewhere)."""
-    out = []
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if entry.isdigit() and _stat(int(entry))[:1] == [str(pid)]:
-            out.append((int(entry), _start_time(int(entry))))
-    return out
-
-
-def _start_time(pid: int) -> str:
-    fields = _stat(pid)
-    return fields[18] if len(fields) > 18 else ""
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat's fields after the command name (ppid first), [] if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[1:]
-    except (OSError, IndexError):
-        return []
+    processes.kill(orphans)
 
 
 def _kill_at_once(

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from models.errors import RunStopped
+from scoring.internal import processes
 
 log = logging.getLogger("scoring")
 
@@ -190,7 +191,7 @@ def _exit_now(signum: int) -> None:
                   "kept; rerun the same command to resume\n")  # fmt: skip
     # Ray's workers are the raylet's children, not in Ray's list of its own processes: taken
     # before the raylet dies (they are reparented then), killed after it.
-    children = _descendants(os.getpid())
+    children = processes.descendants(os.getpid())
     worker = sys.modules.get("ray._private.worker")
     node = getattr(worker, "_global_node", None)
     if node is not None:
@@ -198,32 +199,8 @@ def _exit_now(signum: int) -> None:
             node.kill_all_processes(check_alive=False, allow_graceful=False)
         except Exception:  # noqa: BLE001 - exiting anyway
             pass
-    for pid in children:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    processes.kill(children)
     os._exit(128 + signum)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from ``/proc``; none where there is no ``/proc``)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])  # after the command name
-        except (OSError, ValueError, IndexError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = parents.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
 
 
 def _write_stderr(text: str) -> None:

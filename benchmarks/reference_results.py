@@ -95,7 +95,7 @@ ABLATION = {
 
 @dataclass
 class Recipe:
-    """Every setting of a reference run (recorded in WORK/recipe.json)."""
+    """Every setting of a reference run (recorded under ``recipe`` in WORK/results.json)."""
 
     data: Path
     work: Path

@@ -137,9 +137,8 @@ def _shutdown(ray: Any) -> None:
     then the driver has disconnected and the run's output is written. The raylet's children
     go the same way. A joined cluster is left running either way (this process started
     none of its processes)."""
-    worker = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(worker, "_global_node", None)  # private: absent, Ray's own stop is used
-    kill_all = getattr(node, "kill_all_processes", None)
+    node = processes.ray_node()
+    kill_all = getattr(node, "kill_all_processes", None)  # None: Ray's own stop is used
     orphans: list[processes.Found] = []
     if kill_all is not None:
         # ray.shutdown asks for the graceful stop; the instance's attribute overrides it.

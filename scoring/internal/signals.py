@@ -24,7 +24,6 @@ import functools
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -192,8 +191,7 @@ def _exit_now(signum: int) -> None:
     # Ray's workers are the raylet's children, not in Ray's list of its own processes: taken
     # before the raylet dies (they are reparented then), killed after it.
     children = processes.descendants(os.getpid())
-    worker = sys.modules.get("ray._private.worker")
-    node = getattr(worker, "_global_node", None)
+    node = processes.ray_node()
     if node is not None:
         try:
             node.kill_all_processes(check_alive=False, allow_graceful=False)

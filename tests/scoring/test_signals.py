@@ -185,6 +185,7 @@ HANGING_SHUTDOWN = textwrap.dedent(
     """
     import time
     from scoring.internal import signals
+    from scoring.internal import processes
     from scoring.internal.cluster import ray_session
 
     @signals.stops_cleanly
@@ -229,6 +230,7 @@ SESSION_END = textwrap.dedent(
     """
     import time
     import ray
+    from scoring.internal import processes
     from scoring.internal.cluster import ray_session
 
     @ray.remote
@@ -241,7 +243,7 @@ SESSION_END = textwrap.dedent(
         assert ray.get(actor.ping.remote()) == "pong"
         assert ray.get(ray.remote(lambda: 1).remote()) == 1
         # the private hook the session's end uses to skip Ray's 1 s waits; still in this Ray?
-        assert callable(ray._private.worker._global_node.kill_all_processes)
+        assert callable(processes.ray_node().kill_all_processes)
         print("ray up", flush=True)
     print("session ended", flush=True)
     time.sleep(600)
